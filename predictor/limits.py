@@ -1,0 +1,29 @@
+"""Request limits, enforced before the expensive work. One frozen value, built from flags once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .imaging import ALLOWED_FORMATS
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_images_per_request: int = 64
+    # 40 MP covers every phone camera; a 20000x20000 bomb (400 MP) is refused from its header.
+    max_image_pixels: int = 40_000_000
+    # 64 preprocessed 3x224x224 images, with room for larger crop sizes.
+    max_tensor_elements: int = 64 * 3 * 384 * 384
+    allowed_formats: tuple[str, ...] = ALLOWED_FORMATS
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_images_per_request", "max_image_pixels", "max_tensor_elements"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        unknown = set(self.allowed_formats) - set(ALLOWED_FORMATS)
+        if unknown:
+            raise ValueError(
+                f"allowed_formats may only contain {', '.join(ALLOWED_FORMATS)}; got {', '.join(sorted(unknown))}"
+            )

@@ -1,0 +1,162 @@
+"""The KServe `Model`: thin glue over artifact (load), codec (protocols), batching and engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kserve
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
+
+from . import codec, metrics
+from .artifact import Artifact, fetch, load_artifact
+from .batching import DynamicBatcher
+from .engine import Engine, EngineConfig
+from .errors import DeadlineExceeded, ServerBusy
+from .limits import RequestLimits
+from .preprocess import EvalTransform
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    max_latency_ms: float = 5.0
+    max_queue_size: int = 1024
+    request_timeout_ms: float | None = 10_000.0
+    max_concurrent_batches: int = 2
+
+
+class ImageClassifier(kserve.Model):
+    def __init__(
+        self,
+        name: str,
+        *,
+        model_dir: str,
+        storage_uri: str | None = None,
+        engine_config: EngineConfig = EngineConfig(),
+        batching: BatchingConfig = BatchingConfig(),
+        limits: RequestLimits = RequestLimits(),
+    ) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.storage_uri = storage_uri
+        self.engine_config = engine_config
+        self.batching = batching
+        self.limits = limits
+        self.artifact: Artifact | None = None
+        # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.
+        self._engine: Engine | None = None
+        self.batcher: DynamicBatcher[codec.Job, codec.Prediction] | None = None
+        self._shape: codec.ModelShape | None = None
+
+    def load(self) -> bool:
+        """Fetch, verify and load the artifact, warm the engine. Raises on any problem: never half-ready."""
+        directory = fetch(self.storage_uri, self.model_dir)
+        self.artifact = load_artifact(directory)
+        spec = self.artifact.spec
+        transform = EvalTransform(
+            resize_size=spec.resize_size,
+            crop_size=spec.crop_size,
+            mean=spec.mean,
+            std=spec.std,
+            interpolation=spec.interpolation,
+        )
+        self._engine = Engine(self.artifact.module, transform, self.engine_config)
+        self._engine.warmup()
+        self.batcher = DynamicBatcher(
+            self._engine,
+            max_batch_size=self.batching.max_batch_size,
+            max_latency_ms=self.batching.max_latency_ms,
+            max_queue_size=self.batching.max_queue_size,
+            request_timeout_ms=self.batching.request_timeout_ms,
+            max_concurrent_batches=self.batching.max_concurrent_batches,
+        )
+        self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
+        logger.info(
+            "model %s ready: %s (%s) from %s on %s/%s",
+            self.name, spec.architecture or spec.format, spec.format, directory,
+            self._engine.device, self._engine.precision,
+        )
+        self.ready = True
+        return self.ready
+
+    async def stop_serving(self) -> None:
+        """Graceful shutdown: refuse new work, finish everything queued and in flight."""
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self._engine is not None:
+            self._engine.close()
+
+    # ------------------------------------------------------------------ request path
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any):
+        """KServe's pipeline, counted: every outcome lands in predictor_requests_total."""
+        start = time.perf_counter()
+        metrics.INFLIGHT_REQUESTS.inc()
+        status = "error"
+        try:
+            call = super().__call__(body, headers=headers) if verb is None else super().__call__(body, headers, verb)
+            result = await call
+            status = "ok"
+            return result
+        except InvalidInput:
+            status = "invalid"
+            raise
+        except ServerBusy:
+            status = "busy"
+            raise
+        except DeadlineExceeded:
+            status = "timeout"
+            raise
+        finally:
+            metrics.INFLIGHT_REQUESTS.dec()
+            metrics.REQUESTS.labels(status).inc()
+            metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> codec.DecodedRequest:
+        assert self._shape is not None
+        if isinstance(payload, InferRequest):
+            return codec.decode_v2(payload, self._shape, self.limits)
+        return codec.decode_v1(payload, self._shape, self.limits)
+
+    async def predict(self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None):
+        assert self.batcher is not None
+        k = codec.max_top_k(decoded)
+        predictions = await self.batcher.submit([codec.Job(image, k) for image in decoded.images])
+        return decoded, predictions
+
+    async def postprocess(self, result: Any, headers: dict[str, str] | None = None, response_headers=None):
+        decoded, predictions = result
+        assert self.artifact is not None
+        if decoded.v2_request is None:
+            return codec.encode_v1([_trim(p, decoded.top_k) for p in predictions], self.artifact.labels)
+        return codec.encode_v2(decoded, predictions, self.artifact.labels, self.name)
+
+    # ------------------------------------------------------------------ metadata
+
+    def get_input_types(self) -> list[dict]:
+        s = self.artifact.spec.crop_size if self.artifact else -1
+        return [
+            {"name": codec.INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
+            {"name": codec.INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
+            {"name": codec.INPUT_TENSOR, "datatype": "FP32", "shape": [-1, 3, s, s]},
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        return [
+            {"name": name, "datatype": datatype, "shape": [-1, -1]}
+            for name, datatype in codec.OUTPUT_DATATYPES.items()
+        ]
+
+
+def _trim(p: codec.Prediction, k: int) -> codec.Prediction:
+    return codec.Prediction(indices=p.indices[:k], probabilities=p.probabilities[:k])

@@ -1,0 +1,292 @@
+"""KServe's `ModelServer`, hardened: a bind address, a body-size cap, status codes for
+overload and deadlines, no internals in error bodies, a read-only model repository,
+defensive v2 binary decoding, and a draining shutdown.
+
+Only the pieces KServe hard-codes are overridden; routing, protocols and the
+preprocess -> predict -> postprocess pipeline are KServe's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent import futures
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from grpc import StatusCode, aio
+from grpc_interceptor.exceptions import GrpcException
+from kserve import ModelServer
+from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.server import RESTServer, _RefreshingServer
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import v2_binary
+from .errors import DeadlineExceeded, ServerBusy
+from .limits import RequestLimits
+
+logger = logging.getLogger(__name__)
+
+
+class RepositoryDisabled(GrpcException):
+    """Loading and unloading through the v2 repository API is switched off (403 / PERMISSION_DENIED):
+    an open management API is how TorchServe's ShellTorch flaws began."""
+
+    status_code = StatusCode.PERMISSION_DENIED
+
+    def __init__(self) -> None:
+        self.reason = "the model repository API is disabled on this server: models are set at deploy time"
+        super().__init__(details=self.reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ReadOnlyRepository(ModelRepositoryExtension):
+    async def load(self, model_name: str) -> None:
+        raise RepositoryDisabled()
+
+    async def unload(self, model_name: str) -> None:
+        raise RepositoryDisabled()
+
+
+class PredictorDataPlane(DataPlane):
+    def decode_inference_request(self, body: Any, headers: dict, model_name: str):
+        if isinstance(body, bytes):
+            return v2_binary.parse(body, {k.lower(): v for k, v in (headers or {}).items()}, model_name)
+        return super().decode_inference_request(body, headers, model_name)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_body_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than max_body_bytes={max_body_bytes}")
+
+
+class BodySizeLimit:
+    """413 before the body is buffered: from Content-Length when given, else while chunks arrive."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    await _json(send, 400, "Content-Length must be a non-negative integer")
+                    return
+                if declared > self.max_body_bytes:
+                    await _json(send, 413, f"request body is {declared} bytes, more than max_body_bytes={self.max_body_bytes}")
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # An HTTPException passes through FastAPI's body parsing untouched and becomes the 413.
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _json(send: Send, status: int, message: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------ REST
+
+
+async def _server_busy(_: Request, exc: ServerBusy) -> JSONResponse:
+    return JSONResponse({"error": exc.reason}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _deadline_exceeded(_: Request, exc: DeadlineExceeded) -> JSONResponse:
+    return JSONResponse({"error": exc.reason}, status_code=504)
+
+
+async def _repository_disabled(_: Request, exc: RepositoryDisabled) -> JSONResponse:
+    return JSONResponse({"error": exc.reason}, status_code=403)
+
+
+async def _http_exception(_: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
+
+
+async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+    return JSONResponse({"error": "request JSON is nested too deeply"}, status_code=400)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    # KServe's generic handler puts the exception's type and text in the body; keep those in the log.
+    logger.error("internal error", exc_info=exc)
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+class _DrainingServer(_RefreshingServer):
+    """uvicorn, with our drain run first on SIGTERM, while the listeners are still open
+    (so new requests get a clean 503 and readiness reads false), then uvicorn's own shutdown."""
+
+    def __init__(self, config: Any, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await self._drain()
+        await super().shutdown(sockets)
+
+
+class _RESTServer(RESTServer):
+    def __init__(self, *args: Any, bind_address: str, limits: RequestLimits, drain: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config.host = bind_address
+        self._limits = limits
+        self._server = _DrainingServer(self.config, drain)
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(BodySizeLimit, max_body_bytes=self._limits.max_body_bytes)
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(ServerBusy, _server_busy)
+        app.add_exception_handler(DeadlineExceeded, _deadline_exceeded)
+        app.add_exception_handler(RepositoryDisabled, _repository_disabled)
+        app.add_exception_handler(HTTPException, _http_exception)
+        app.add_exception_handler(RequestValidationError, _validation_error)
+        app.add_exception_handler(RecursionError, _too_deep)
+        app.add_exception_handler(Exception, _internal_error)
+
+
+# ------------------------------------------------------------------ gRPC
+
+
+class _GRPCServer(GRPCServer):
+    def __init__(self, *args: Any, bind_address: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._bind_address = bind_address
+
+    async def start(self, max_workers: int) -> None:
+        # KServe's start() hard-codes "[::]"; this is it with the bind address.
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(ExceptionToStatusInterceptor(),),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs["grpc_max_send_message_length"]),
+                ("grpc.max_receive_message_length", self._kwargs["grpc_max_receive_message_length"]),
+            ],
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self._data_plane, self._model_repository_extension), self._server
+        )
+        host = f"[{self._bind_address}]" if ":" in self._bind_address else self._bind_address
+        self._server.add_insecure_port(f"{host}:{self._port}")
+        logger.info("gRPC server on %s:%d", host, self._port)
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+# ------------------------------------------------------------------ the server
+
+
+class PredictorServer(ModelServer):
+    def __init__(self, *, bind_address: str = "0.0.0.0", limits: RequestLimits = RequestLimits(), **kwargs: Any):
+        super().__init__(**kwargs)
+        self.bind_address = bind_address
+        self.limits = limits
+        self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = ReadOnlyRepository(model_registry=self.registered_models)
+        self._drained = False
+
+    def start(self, models: list) -> None:
+        if self.workers > 1:
+            # KServe's multi-process REST server builds its own app per worker; our REST
+            # hardening does not reach it, so it is refused rather than silently weaker.
+            raise ValueError("workers must be 1 for this predictor; scale with replicas instead")
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = _RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+            bind_address=self.bind_address,
+            limits=self.limits,
+            drain=self.drain,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = _GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs={
+                    "grpc_max_send_message_length": self.limits.max_body_bytes,
+                    "grpc_max_receive_message_length": self.limits.max_body_bytes,
+                },
+                grace_period=self.grace_period,
+                bind_address=self.bind_address,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+    async def drain(self) -> None:
+        """Readiness false, refuse new work, finish everything accepted, stop gRPC: the SIGTERM path."""
+        if self._drained:
+            return
+        self._drained = True
+        models = list(self.registered_models.get_models().values())
+        logger.info("draining: readiness false, finishing in-flight requests")
+        for model in models:
+            model.ready = False
+        for model in models:
+            stop_serving = getattr(model, "stop_serving", None)
+            if stop_serving is not None:
+                await stop_serving()
+        if self._grpc_server is not None:
+            await self._grpc_server.stop()
+        logger.info("drained")
+

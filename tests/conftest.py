@@ -1,0 +1,44 @@
+"""Shared fixtures: real artifacts exported once per session, a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from predictor.artifact import load_artifact, read_spec
+
+from . import _server
+
+DEFAULT_MODEL_DIR_ENV = "PREDICTOR_TEST_MODEL_DIR"
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory) -> Path:
+    """The default model (EfficientNet-Lite0, ImageNet) exported the way `make model` does it."""
+    if os.environ.get(DEFAULT_MODEL_DIR_ENV):
+        return Path(os.environ[DEFAULT_MODEL_DIR_ENV])
+    from scripts.export_model import export
+
+    out = tmp_path_factory.mktemp("efficientnet-lite0")
+    export(arch="efficientnet-lite0", output=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spec(default_model_dir):
+    return read_spec(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def labels(default_model_dir) -> tuple[str, ...]:
+    return load_artifact(default_model_dir).labels
+
+
+@pytest.fixture(scope="session")
+def server(default_model_dir):
+    """One server for the protocol and bad-input tests: small batches, CPU."""
+    running = _server.start(default_model_dir, "--max_batch_size", "8", "--max_latency_ms", "2")
+    yield running
+    running.stop()
