@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
+        # Our modules log under "predictor"; give them KServe's handlers and format.
+        logger.handlers = list(kserve_logging.logger.handlers)
+        logger.setLevel(kserve_logging.logger.level or logging.INFO)
+        logger.propagate = False
     try:
         limits = RequestLimits(
             max_body_bytes=args.max_body_bytes,

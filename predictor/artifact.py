@@ -538,7 +538,9 @@ def _vet_pt2_archive(path: Path) -> None:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ArtifactError(f"{path}: expected a torch.export .pt2 archive (a zip file): {e}") from e
+        raise ArtifactError(
+            f"{path}: cannot load as a torch.export .pt2 archive (format 'torch_export'): expected a zip file: {e}"
+        ) from e
     with archive:
         for name in archive.namelist():
             relative = name.split("/", 1)[1] if "/" in name else name

@@ -94,7 +94,8 @@ class Engine:
         self._cuda = self.device.type == "cuda"
         self._memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
-        module = module.eval().to(self.device, dtype=self.dtype)
+        # Already in eval mode (the artifact loader's job): a torch.export module refuses .eval().
+        module = module.to(self.device, dtype=self.dtype)
         if config.channels_last and not isinstance(module, torch.jit.ScriptModule):
             module = module.to(memory_format=torch.channels_last)
         self.model = self._maybe_compile(module)

@@ -22,7 +22,7 @@ def default_model_dir(tmp_path_factory) -> Path:
     from scripts.export_model import export
 
     out = tmp_path_factory.mktemp("efficientnet-lite0")
-    export(arch="efficientnet-lite0", output=out)
+    export(out, arch="efficientnet-lite0")
     return out
 
 

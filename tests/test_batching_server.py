@@ -1,0 +1,97 @@
+"""Dynamic batching through the real server: concurrent v1 REST, v2 REST and v2 gRPC
+clients share device batches, and each gets the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+from kserve import InferenceGRPCClient
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from ._images import b64, encode, jpeg, photo
+
+
+def _histogram(metrics_text: str, name: str) -> tuple[float, float]:
+    """(count of observations <= 1, total count) of a Prometheus histogram."""
+    ones = re.search(rf'^{name}_bucket{{le="1.0"}} ([0-9.e+]+)$', metrics_text, re.M)
+    total = re.search(rf"^{name}_count ([0-9.e+]+)$", metrics_text, re.M)
+    assert ones and total, metrics_text[:2000]
+    return float(ones.group(1)), float(total.group(1))
+
+
+IMAGES = {
+    "chelsea": jpeg("chelsea"),
+    "coffee": jpeg("coffee"),
+    "astronaut": encode(photo("astronaut"), "PNG"),
+    "rocket": encode(photo("rocket"), "WEBP"),
+}
+
+
+async def _v1(client: httpx.AsyncClient, server, data: bytes) -> tuple[list[int], list[float]]:
+    r = await client.post(
+        f"{server.base_url}/v1/models/{server.model_name}:predict", json={"instances": [{"b64": b64(data)}]}
+    )
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    return p["class_indices"], p["probabilities"]
+
+
+async def _v2_rest(client: httpx.AsyncClient, server, data: bytes) -> tuple[list[int], list[float]]:
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(data)]}]}
+    r = await client.post(f"{server.base_url}/v2/models/{server.model_name}/infer", json=body)
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    return outputs["class_indices"], outputs["probabilities"]
+
+
+async def _v2_grpc(client: InferenceGRPCClient, server, data: bytes) -> tuple[list[int], list[float]]:
+    tensor = InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([data], dtype=np.object_), binary_data=True)
+    response = await client.infer(InferRequest(model_name=server.model_name, infer_inputs=[tensor]))
+    outputs = {o.name: o.as_numpy() for o in response.outputs}
+    return outputs["class_indices"][0].tolist(), outputs["probabilities"][0].tolist()
+
+
+def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_answers(server):
+    async def scenario():
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as http:
+            grpc = InferenceGRPCClient(server.grpc_url, timeout=120)
+            try:
+                alone = {name: await _v1(http, server, data) for name, data in IMAGES.items()}
+                before = _histogram((await http.get(f"{server.base_url}/metrics")).text, "predictor_batch_size")
+                calls, expected = [], []
+                for round_ in range(6):
+                    for i, (name, data) in enumerate(IMAGES.items()):
+                        call = (_v1, _v2_rest)[(round_ + i) % 2](http, server, data) if (round_ + i) % 3 else _v2_grpc(grpc, server, data)
+                        calls.append(call)
+                        expected.append(name)
+                results = await asyncio.gather(*calls)
+                after = _histogram((await http.get(f"{server.base_url}/metrics")).text, "predictor_batch_size")
+                return alone, expected, results, before, after
+            finally:
+                await grpc.close()
+
+    alone, expected, results, before, after = asyncio.run(scenario())
+    for name, (indices, probabilities) in zip(expected, results):
+        assert indices == alone[name][0], name
+        np.testing.assert_allclose(probabilities, alone[name][1], rtol=1e-4, atol=1e-6)
+    batches = after[1] - before[1]
+    batches_of_one = after[0] - before[0]
+    assert batches < len(results), "no two requests shared a batch"
+    assert batches > batches_of_one, "every batch held a single image"
+
+
+def test_one_request_with_many_images_is_split_across_batches_and_kept_in_order(server):
+    # The server's max_batch_size is 8: 12 images need at least two batches.
+    order = ["chelsea", "coffee", "astronaut", "rocket"] * 3
+    body = {"instances": [{"b64": b64(IMAGES[n])} for n in order]}
+    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    predictions = r.json()["predictions"]
+    assert len(predictions) == 12
+    for i in range(4):
+        assert predictions[i]["class_indices"] == predictions[i + 4]["class_indices"] == predictions[i + 8]["class_indices"]
+    assert predictions[0]["class_indices"] != predictions[1]["class_indices"]

@@ -1,0 +1,89 @@
+"""`scripts/bench.py` at a tiny size, through its CLI as `make bench` runs it, so it cannot rot.
+
+Figures are not asserted (they depend on the machine); the report's shape, zero errors and
+the plot are.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.bench import BatchHistogram, batch_distribution, parse_batch_histogram
+
+from ._images import CAT_CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("grpc", "rest", "v1")
+CONCURRENCY = (1, 3)
+ENGINE_BATCH_SIZES = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def report(default_model_dir, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [
+        sys.executable, "scripts/bench.py", "--model_dir", str(default_model_dir),
+        "--protocols", ",".join(PROTOCOLS), "--concurrency", ",".join(map(str, CONCURRENCY)),
+        "--duration_s", "0.7", "--warmup_s", "0.2", "--max_batch_size", "4", "--max_latency_ms", "2",
+        "--engine_batch_size", ",".join(map(str, ENGINE_BATCH_SIZES)), "--output_dir", str(out),
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=85)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((out / "bench.json").read_text()), out
+
+
+def test_every_step_ran_without_errors(report):
+    data, _ = report
+    steps = data["steps"]
+    expected = {(c, p, n) for c in ("batched", "baseline") for p in PROTOCOLS for n in CONCURRENCY}
+    assert {(s["config"], s["protocol"], s["concurrency"]) for s in steps} == expected
+    for s in steps:
+        assert s["errors_total"] == 0 and s["errors"] == {}, s
+        assert s["requests_ok"] > 0 and s["images_per_s"] > 0, s
+        assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p90"] <= s["latency_ms"]["p99"], s
+
+
+def test_batch_sizes_come_from_the_servers_metrics(report):
+    data, _ = report
+    for s in data["steps"]:
+        batches = s["batch_size"]
+        assert batches is not None and batches["batches"] > 0, s
+        assert sum(batches["buckets"].values()) == batches["batches"], s
+        assert 1 <= batches["mean"] <= (4 if s["config"] == "batched" else 1), s
+        if s["config"] == "baseline":
+            assert batches["buckets"]["1"] == batches["batches"], s
+
+
+def test_report_has_summary_gain_engine_machine_and_plot(report):
+    data, out = report
+    assert {(g["protocol"], g["concurrency"]) for g in data["batching_gain"]} == {(p, n) for p in PROTOCOLS for n in CONCURRENCY}
+    assert all(g["ratio"] > 0 for g in data["batching_gain"])
+    assert len(data["summary"]) == 2 * len(PROTOCOLS) * len(CONCURRENCY)
+    engine = data["engine"]
+    assert [r["batch_size"] for r in engine["results"]] == list(ENGINE_BATCH_SIZES)
+    assert all(r["engine_images_per_s"] > 0 and r["plain_images_per_s"] > 0 for r in engine["results"])
+    assert data["machine"]["cpu_cores"] >= 1 and data["machine"]["cpu_model"]
+    # Every protocol path really classified the photo, not just answered 200.
+    assert set(data["top_class"]) == {f"{c}/{p}" for c in ("batched", "baseline") for p in PROTOCOLS}
+    assert set(data["top_class"].values()) <= CAT_CLASSES, data["top_class"]
+    png = out / "bench.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batch_histogram_diff_is_per_bucket_not_cumulative():
+    text = (
+        "# TYPE predictor_batch_size histogram\n"
+        'predictor_batch_size_bucket{le="1.0"} 3.0\npredictor_batch_size_bucket{le="2.0"} 5.0\n'
+        'predictor_batch_size_bucket{le="4.0"} 9.0\npredictor_batch_size_bucket{le="+Inf"} 9.0\n'
+        "predictor_batch_size_count 9.0\npredictor_batch_size_sum 24.0\n"
+    )
+    after = parse_batch_histogram(text)
+    before = BatchHistogram({"1": 1.0, "2": 1.0, "4": 2.0, "+Inf": 2.0}, sum=5.0, count=2.0)
+    assert batch_distribution(before, after) == {
+        "batches": 7, "images": 19, "mean": 2.71, "buckets": {"1": 2, "2": 2, "4": 3, "+Inf": 0},
+    }
