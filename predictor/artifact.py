@@ -70,7 +70,6 @@ import logging
 import math
 import operator
 import os
-import posixpath
 import re
 import tarfile
 import threading

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
@@ -101,6 +102,13 @@ class ModelShape:
 
 
 def decode_v1(body: Any, model: ModelShape, limits: RequestLimits) -> DecodedRequest:
+    if isinstance(body, (bytes, bytearray)):
+        # KServe hands over the raw body when the content type is not JSON (curl -d sends
+        # application/x-www-form-urlencoded); the body is still meant as JSON.
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise InvalidInput(f"v1 request body must be JSON: {e}") from e
     if not isinstance(body, dict):
         raise InvalidInput(f"v1 request body must be a JSON object, got {type(body).__name__}")
     instances = body.get("instances")

@@ -297,60 +297,73 @@ class HttpClient:
 # ----------------------------------------------------------------------------- /metrics
 
 
-@dataclass(frozen=True)
-class BatchHistogram:
-    buckets: dict[str, float]  # cumulative, by upper bound ("1", ..., "+Inf")
-    sum: float
-    count: float
+Snapshot = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (sample name, sorted labels) -> value
+STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 
-def parse_batch_histogram(text: str) -> BatchHistogram:
+def parse_metrics(text: str) -> Snapshot:
     from prometheus_client.parser import text_string_to_metric_families
 
-    buckets, total, count = {}, 0.0, 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != BATCH_SIZE_METRIC:
-            continue
-        for s in family.samples:
-            if s.name.endswith("_bucket"):
-                buckets[_bound(s.labels["le"])] = s.value
-            elif s.name.endswith("_sum"):
-                total = s.value
-            elif s.name.endswith("_count"):
-                count = s.value
-    return BatchHistogram(buckets, total, count)
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("predictor_")
+        for s in family.samples
+    }
 
 
-def _bound(le: str) -> str:
-    return le if le == "+Inf" else f"{float(le):g}"
+def _delta(before: Snapshot, after: Snapshot, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def batch_distribution(before: BatchHistogram | None, after: BatchHistogram | None) -> dict[str, Any] | None:
+def batch_distribution(before: Snapshot | None, after: Snapshot | None) -> dict[str, Any] | None:
     """Batches dispatched between two scrapes: mean size and how many fell in each bucket (not cumulative)."""
     if before is None or after is None:
         return None
-    batches = after.count - before.count
+    batches = _delta(before, after, f"{BATCH_SIZE_METRIC}_count")
+    images = _delta(before, after, f"{BATCH_SIZE_METRIC}_sum")
+    bounds = [dict(labels)["le"] for name, labels in after if name == f"{BATCH_SIZE_METRIC}_bucket"]
     per_bucket, previous = {}, 0.0
-    for bound, cumulative in after.buckets.items():
-        delta = cumulative - before.buckets.get(bound, 0.0)
-        per_bucket[bound] = int(round(delta - previous))
-        previous = delta
+    for le in bounds:  # exposition order: ascending upper bounds
+        cumulative = _delta(before, after, f"{BATCH_SIZE_METRIC}_bucket", le=le)
+        per_bucket[le if le == "+Inf" else f"{float(le):g}"] = int(round(cumulative - previous))
+        previous = cumulative
     return {
         "batches": int(round(batches)),
-        "images": int(round(after.sum - before.sum)),
-        "mean": round((after.sum - before.sum) / batches, 2) if batches else None,
+        "images": int(round(images)),
+        "mean": round(images / batches, 2) if batches else None,
         "buckets": per_bucket,
     }
 
 
-async def scrape_batch_histogram(client: httpx.AsyncClient, base_url: str) -> BatchHistogram | None:
+def stage_times_ms(before: Snapshot | None, after: Snapshot | None) -> dict[str, Any] | None:
+    """Where the server's time went between two scrapes: each pipeline stage per batch and per image."""
+    if before is None or after is None:
+        return None
+    images = _delta(before, after, f"{BATCH_SIZE_METRIC}_sum")
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        seconds = _delta(before, after, "predictor_stage_seconds_sum", stage=stage)
+        batches = _delta(before, after, "predictor_stage_seconds_count", stage=stage)
+        out[stage] = {"per_batch": _ms(seconds, batches), "per_image": _ms(seconds, images)}
+    waits = _delta(before, after, "predictor_queue_wait_seconds_count")
+    out["queue_wait_mean"] = _ms(_delta(before, after, "predictor_queue_wait_seconds_sum"), waits)
+    return out
+
+
+def _ms(seconds: float, count: float) -> float | None:
+    return round(seconds * 1000 / count, 2) if count else None
+
+
+async def scrape_metrics(client: httpx.AsyncClient, base_url: str) -> Snapshot | None:
     # A remote server may not expose /metrics where the benchmark can reach it: report no distribution.
     try:
         r = await client.get(f"{base_url}/metrics")
         r.raise_for_status()
     except httpx.HTTPError:
         return None
-    return parse_batch_histogram(r.text)
+    return parse_metrics(r.text)
 
 
 # ----------------------------------------------------------------------------- one closed-loop step
@@ -366,9 +379,10 @@ class StepResult:
     requests_ok: int
     images_per_s: float
     latency_ms: dict[str, float | None]
-    errors: dict[str, int]  # by status, over warm-up and window
+    errors: dict[str, int]  # by status, over the whole step (warm-up and drain included)
     errors_total: int
     batch_size: dict[str, Any] | None
+    stage_ms: dict[str, Any] | None  # server-side pipeline stages, from /metrics
     server_cpu_s: float | None  # CPU the server burned in the window, and the load generator:
     client_cpu_s: float  # on a shared small machine the client's share is capacity the server lacks
     other_cpu_s: float | None  # every other process (e.g. the idle second server, other jobs): noise
@@ -418,10 +432,11 @@ async def _client_loop(send: Sender, state: _StepState, max_requests: int) -> No
 
 async def run_step(
     send: Sender, *, concurrency: int, warmup_s: float, duration_s: float, max_requests: int,
-    metrics: Callable[[], Awaitable[BatchHistogram | None]], server_cpu_s: Callable[[], float | None],
-) -> tuple[float, list[float], Counter, dict[str, Any] | None, dict[str, float | None]]:
+    metrics: Callable[[], Awaitable[Snapshot | None]], server_cpu_s: Callable[[], float | None],
+) -> tuple[float, list[float], Counter, tuple[Snapshot | None, Snapshot | None], dict[str, float | None]]:
     """Closed loop: `concurrency` clients back to back; measured from the end of warm-up until
-    duration_s passes or max_requests are sent. Returns (window_s, latencies_ms, errors, batches, CPU seconds)."""
+    duration_s passes or max_requests are sent.
+    Returns (window_s, latencies_ms, errors, /metrics at the window's start and end, CPU seconds)."""
     state = _StepState()
     clients = [asyncio.create_task(_client_loop(send, state, max_requests)) for _ in range(concurrency)]
     with contextlib.suppress(asyncio.TimeoutError):
@@ -437,8 +452,7 @@ async def run_step(
     state.stop.set()
     await asyncio.gather(*clients)  # in-flight requests finish (bounded by REQUEST_TIMEOUT_S), unmeasured
     latencies_ms = [lat * 1000 for finished, lat in state.latencies if window_start <= finished <= window_end]
-    return (window_end - window_start, latencies_ms, state.errors, batch_distribution(before, after),
-            _cpu_split(cpu_before, cpu_after))
+    return window_end - window_start, latencies_ms, state.errors, (before, after), _cpu_split(cpu_before, cpu_after)
 
 
 def _cpu_split(before: tuple[float | None, float, float], after: tuple[float | None, float, float]) -> dict[str, float | None]:
@@ -583,9 +597,9 @@ async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: Ben
 
 async def _one_step(server: Server, protocol: str, concurrency: int, repeat: int, client: GrpcClient | HttpClient,
                     metrics_client: httpx.AsyncClient, args: argparse.Namespace) -> StepResult:
-    window_s, latencies_ms, errors, batches, cpu_s = await run_step(
+    window_s, latencies_ms, errors, (before, after), cpu_s = await run_step(
         client.send, concurrency=concurrency, warmup_s=args.warmup_s, duration_s=args.duration_s,
-        max_requests=args.max_requests, metrics=lambda: scrape_batch_histogram(metrics_client, server.base_url),
+        max_requests=args.max_requests, metrics=lambda: scrape_metrics(metrics_client, server.base_url),
         server_cpu_s=server.cpu_s,
     )
     return StepResult(
@@ -593,7 +607,7 @@ async def _one_step(server: Server, protocol: str, concurrency: int, repeat: int
         window_s=round(window_s, 3), requests_ok=len(latencies_ms),
         images_per_s=round(len(latencies_ms) / window_s, 2) if window_s > 0 else 0.0,
         latency_ms=latency_summary(latencies_ms), errors=dict(errors), errors_total=sum(errors.values()),
-        batch_size=batches,
+        batch_size=batch_distribution(before, after), stage_ms=stage_times_ms(before, after),
         server_cpu_s=cpu_s["server"], client_cpu_s=cpu_s["client"], other_cpu_s=cpu_s["other"],
     )
 
@@ -616,6 +630,9 @@ def summarize(steps: list[StepResult]) -> list[dict[str, Any]]:
             "images_per_s": _median([s.images_per_s for s in group]),
             "latency_ms": {q: _median([s.latency_ms[q] for s in group]) for q in ("p50", "p90", "p99")},
             "mean_batch_size": _median([(s.batch_size or {}).get("mean") for s in group]),
+            "stage_ms_per_image": {
+                stage: _median([(s.stage_ms or {}).get(stage, {}).get("per_image") for s in group]) for stage in STAGES
+            },
             "errors_total": sum(s.errors_total for s in group),
         }
         for (config, protocol, concurrency), group in groups.items()
@@ -743,11 +760,13 @@ def print_tables(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\nMachine: {m['cpu_model']}, {m['cpu_cores']} cores, GPU: {m['gpu'] or 'none'}, torch {m['torch']}")
     if report.get("summary"):
-        print(f"\n{'config':<9}{'proto':<6}{'conc':>5}{'img/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'batch':>8}{'errors':>8}")
+        print(f"\n{'config':<9}{'proto':<6}{'conc':>5}{'img/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'batch':>8}"
+              f"{'errors':>8}{'infer ms/img':>14}")
         for r in report["summary"]:
             lat = r["latency_ms"]
             print(f"{r['config']:<9}{r['protocol']:<6}{r['concurrency']:>5}{_fmt(r['images_per_s']):>10}{_fmt(lat['p50']):>10}"
-                  f"{_fmt(lat['p90']):>10}{_fmt(lat['p99']):>10}{_fmt(r['mean_batch_size']):>8}{r['errors_total']:>8}")
+                  f"{_fmt(lat['p90']):>10}{_fmt(lat['p99']):>10}{_fmt(r['mean_batch_size']):>8}{r['errors_total']:>8}"
+                  f"{_fmt(r['stage_ms_per_image']['inference']):>14}")
     if report.get("batching_gain"):
         print(f"\n{'proto':<6}{'conc':>5}{'batched':>10}{'mbs=1':>10}{'ratio':>8}")
         for g in report["batching_gain"]:

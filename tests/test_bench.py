@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench import BatchHistogram, batch_distribution, parse_batch_histogram
+from scripts.bench import STAGES, batch_distribution, parse_metrics
 
 from ._images import CAT_CLASSES
 
@@ -57,6 +57,8 @@ def test_batch_sizes_come_from_the_servers_metrics(report):
         assert 1 <= batches["mean"] <= (4 if s["config"] == "batched" else 1), s
         if s["config"] == "baseline":
             assert batches["buckets"]["1"] == batches["batches"], s
+        assert s["stage_ms"]["inference"]["per_image"] > 0, s
+        assert set(STAGES) <= set(s["stage_ms"]), s
 
 
 def test_report_has_summary_gain_engine_machine_and_plot(report):
@@ -75,15 +77,17 @@ def test_report_has_summary_gain_engine_machine_and_plot(report):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_batch_histogram_diff_is_per_bucket_not_cumulative():
-    text = (
-        "# TYPE predictor_batch_size histogram\n"
-        'predictor_batch_size_bucket{le="1.0"} 3.0\npredictor_batch_size_bucket{le="2.0"} 5.0\n'
-        'predictor_batch_size_bucket{le="4.0"} 9.0\npredictor_batch_size_bucket{le="+Inf"} 9.0\n'
-        "predictor_batch_size_count 9.0\npredictor_batch_size_sum 24.0\n"
+def _batch_histogram(cumulative: dict[str, float], total: float) -> str:
+    lines = [f'predictor_batch_size_bucket{{le="{le}"}} {n}' for le, n in cumulative.items()]
+    count = list(cumulative.values())[-1]
+    return "# TYPE predictor_batch_size histogram\n" + "\n".join(lines) + (
+        f"\npredictor_batch_size_count {count}\npredictor_batch_size_sum {total}\n"
     )
-    after = parse_batch_histogram(text)
-    before = BatchHistogram({"1": 1.0, "2": 1.0, "4": 2.0, "+Inf": 2.0}, sum=5.0, count=2.0)
+
+
+def test_batch_histogram_diff_is_per_bucket_not_cumulative():
+    before = parse_metrics(_batch_histogram({"1.0": 1, "2.0": 1, "4.0": 2, "+Inf": 2}, total=5))
+    after = parse_metrics(_batch_histogram({"1.0": 3, "2.0": 5, "4.0": 9, "+Inf": 9}, total=24))
     assert batch_distribution(before, after) == {
         "batches": 7, "images": 19, "mean": 2.71, "buckets": {"1": 2, "2": 2, "4": 3, "+Inf": 0},
     }

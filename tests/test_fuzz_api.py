@@ -57,7 +57,7 @@ OPERATIONS: list[tuple[str, str]] = [
 # test_a_model_version_is_a_client_error_not_a_501; the fuzzing below leaves the parameter out.
 VERSIONED = ("GET", "/v2/models/{model_name}/versions/{model_version}/ready")
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 30
 API_FUZZ = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,

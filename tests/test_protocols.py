@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -222,3 +223,32 @@ def test_each_allowed_format_is_decoded(server, fmt):
     images = np.array([encode(photo("chelsea"), fmt)], dtype=np.object_)
     result = _triton_grpc.infer(server.grpc_url, server.model_name, [("image", "BYTES", images)])
     _assert_cat(_names(result["class_names"][0]))
+
+
+def test_v1_json_sent_with_curls_default_form_content_type(server):
+    # `curl -d` labels the body application/x-www-form-urlencoded; it is still JSON.
+    body = '{"instances": [{"b64": "%s"}]}' % b64(jpeg("chelsea"))
+    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", content=body,
+                   headers={"content-type": "application/x-www-form-urlencoded"}, timeout=60)
+    assert r.status_code == 200, r.text
+    _assert_cat(r.json()["predictions"][0]["class_names"])
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc"])
+def test_client_script_over_each_protocol(server, tmp_path, protocol):
+    import json
+    import subprocess
+    import sys
+
+    image = tmp_path / "cat.jpg"
+    image.write_bytes(jpeg("chelsea"))
+    port = server.grpc_port if protocol == "grpc" else server.http_port
+    done = subprocess.run(
+        [sys.executable, "scripts/client.py", str(image), "--url", f"127.0.0.1:{port}", "--protocol", protocol,
+         "--model", server.model_name, "--top_k", "3"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[0])
+    assert len(result["class_names"]) == 3
+    _assert_cat(result["class_names"])
