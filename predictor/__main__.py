@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)
     limits.add_argument("--max_images_per_request", type=int, default=defaults.max_images_per_request)
     limits.add_argument("--max_image_pixels", type=int, default=defaults.max_image_pixels)
+    limits.add_argument("--max_aspect_ratio", type=float, default=defaults.max_aspect_ratio)
     limits.add_argument("--max_tensor_elements", type=int, default=defaults.max_tensor_elements)
     return parser
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             max_images_per_request=args.max_images_per_request,
             max_image_pixels=args.max_image_pixels,
+            max_aspect_ratio=args.max_aspect_ratio,
             max_tensor_elements=args.max_tensor_elements,
         )
         model = ImageClassifier(

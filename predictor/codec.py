@@ -20,7 +20,7 @@ import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from .imaging import check_image
+from .imaging import check_image, check_size
 from .limits import RequestLimits
 
 # v2 tensor names: the model metadata advertises exactly these.
@@ -190,7 +190,7 @@ def decode_v2(request: InferRequest, model: ModelShape, limits: RequestLimits) -
         images = _v2_encoded(tensor, shape, limits)
     else:
         array = _v2_numeric(tensor, shape, datatype, limits)
-        images = _v2_pixels(array, name) if name == INPUT_PIXELS else _v2_tensor(array, name, model)
+        images = _v2_pixels(array, name, limits) if name == INPUT_PIXELS else _v2_tensor(array, name, model)
     _check_count(len(images), limits, what=f"input {name!r}")
     return DecodedRequest(
         images=images,
@@ -233,7 +233,12 @@ def _v2_encoded(tensor: Any, shape: list[int], limits: RequestLimits) -> list[Im
 
 def _encoded(data: bytes, where: str, limits: RequestLimits) -> EncodedImage:
     try:
-        check_image(data, max_pixels=limits.max_image_pixels, allowed=limits.allowed_formats)
+        check_image(
+            data,
+            max_pixels=limits.max_image_pixels,
+            max_aspect_ratio=limits.max_aspect_ratio,
+            allowed=limits.allowed_formats,
+        )
     except InvalidInput as e:
         raise InvalidInput(f"{where}: {e.reason}") from e
     return EncodedImage(data)
@@ -312,7 +317,7 @@ def _flat(data: Any) -> list:
     return out
 
 
-def _v2_pixels(array: np.ndarray, name: str) -> list[Image]:
+def _v2_pixels(array: np.ndarray, name: str, limits: RequestLimits) -> list[Image]:
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
@@ -320,6 +325,10 @@ def _v2_pixels(array: np.ndarray, name: str) -> list[Image]:
             f"input {name!r} must be [N, H, W, C] or [H, W, C] with C in 1 (grey), 3 (RGB), 4 (RGBA); "
             f"got shape {list(array.shape)}"
         )
+    try:
+        check_size(array.shape[2], array.shape[1], max_pixels=limits.max_image_pixels, max_aspect_ratio=limits.max_aspect_ratio)
+    except InvalidInput as e:
+        raise InvalidInput(f"input {name!r}: {e.reason}") from e
     images: list[Image] = []
     for hwc in array:
         chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
@@ -461,7 +470,8 @@ def _top_k(value: Any, model: ModelShape) -> int:
 
 def _positive_int(value: Any, what: str, upper: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, str) and value.isdigit():
+        # Only ASCII digits: "²".isdigit() is True but int("²") fails.
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         else:
             raise InvalidInput(f"{what} must be an integer in 1..{upper}, got {value!r}")

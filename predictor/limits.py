@@ -13,6 +13,9 @@ class RequestLimits:
     max_images_per_request: int = 64
     # 40 MP covers every phone camera; a 20000x20000 bomb (400 MP) is refused from its header.
     max_image_pixels: int = 40_000_000
+    # Resizing the short side of a 1,000,000x1 image to 256 px would allocate gigabytes;
+    # panoramas stay under 10:1.
+    max_aspect_ratio: float = 20.0
     # 64 preprocessed 3x224x224 images, with room for larger crop sizes.
     max_tensor_elements: int = 64 * 3 * 384 * 384
     allowed_formats: tuple[str, ...] = ALLOWED_FORMATS
@@ -22,6 +25,8 @@ class RequestLimits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.max_aspect_ratio, (int, float)) or self.max_aspect_ratio < 1:
+            raise ValueError(f"max_aspect_ratio must be a number >= 1, got {self.max_aspect_ratio!r}")
         unknown = set(self.allowed_formats) - set(ALLOWED_FORMATS)
         if unknown:
             raise ValueError(

@@ -150,6 +150,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
 
 
+async def _not_implemented(_: Request, exc: NotImplementedError) -> JSONResponse:
+    # KServe raises this for model versions (unsupported): that is a missing resource, not a server fault.
+    return JSONResponse({"error": f"not supported: {exc}"}, status_code=404)
+
+
 async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
     return JSONResponse({"error": "request JSON is nested too deeply"}, status_code=400)
 
@@ -164,9 +169,16 @@ class _DrainingServer(_RefreshingServer):
     """uvicorn, with our drain run first on SIGTERM, while the listeners are still open
     (so new requests get a clean 503 and readiness reads false), then uvicorn's own shutdown."""
 
-    def __init__(self, config: Any, drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, config: Any, drain: Callable[[], Awaitable[None]], unready: Callable[[], None]) -> None:
         super().__init__(config)
         self._drain = drain
+        self._unready = unready
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # In the signal handler itself: uvicorn only notices should_exit on its next 0.1 s tick,
+        # and a busy loop can take longer; readiness must read false from the first moment.
+        self._unready()
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: Any = None) -> None:
         await self._drain()
@@ -174,11 +186,19 @@ class _DrainingServer(_RefreshingServer):
 
 
 class _RESTServer(RESTServer):
-    def __init__(self, *args: Any, bind_address: str, limits: RequestLimits, drain: Callable[[], Awaitable[None]], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        bind_address: str,
+        limits: RequestLimits,
+        drain: Callable[[], Awaitable[None]],
+        unready: Callable[[], None],
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.config.host = bind_address
         self._limits = limits
-        self._server = _DrainingServer(self.config, drain)
+        self._server = _DrainingServer(self.config, drain, unready)
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
@@ -192,6 +212,7 @@ class _RESTServer(RESTServer):
         app.add_exception_handler(HTTPException, _http_exception)
         app.add_exception_handler(RequestValidationError, _validation_error)
         app.add_exception_handler(RecursionError, _too_deep)
+        app.add_exception_handler(NotImplementedError, _not_implemented)
         app.add_exception_handler(Exception, _internal_error)
 
 
@@ -254,6 +275,7 @@ class PredictorServer(ModelServer):
             bind_address=self.bind_address,
             limits=self.limits,
             drain=self.drain,
+            unready=self.mark_unready,
         )
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
@@ -273,16 +295,18 @@ class PredictorServer(ModelServer):
         self.register_signal_handler()
         asyncio.run(self._serve())
 
+    def mark_unready(self) -> None:
+        for model in self.registered_models.get_models().values():
+            model.ready = False
+
     async def drain(self) -> None:
         """Readiness false, refuse new work, finish everything accepted, stop gRPC: the SIGTERM path."""
         if self._drained:
             return
         self._drained = True
-        models = list(self.registered_models.get_models().values())
         logger.info("draining: readiness false, finishing in-flight requests")
-        for model in models:
-            model.ready = False
-        for model in models:
+        self.mark_unready()
+        for model in list(self.registered_models.get_models().values()):
             stop_serving = getattr(model, "stop_serving", None)
             if stop_serving is not None:
                 await stop_serving()

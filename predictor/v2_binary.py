@@ -52,8 +52,11 @@ def parse(body: bytes, headers: dict[str, str], model_name: str) -> InferRequest
             f"binary data is {len(body) - length} bytes but the inputs' binary_data_size add up to {offset - length}"
         )
     outputs = header.get("outputs")
-    if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)):
-        raise InvalidInput('"outputs" must be a list of objects with a "name"')
+    if outputs is not None and not (
+        isinstance(outputs, list)
+        and all(isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters") or {}, dict) for o in outputs)
+    ):
+        raise InvalidInput('"outputs" must be a list of objects with a "name" and optional "parameters" object')
     parameters = header.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidInput('"parameters" must be an object')

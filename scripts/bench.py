@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine_only", action="store_true", help="Only the engine comparison, no servers")
     p.add_argument("--skip_engine", action="store_true", help="Only the network benchmark")
     p.add_argument("--engine_batch_size", type=_int_list, default=None, help="default: 1 and --max_batch_size")
+    p.add_argument("--profile", action="store_true", help="Engine mode: torch.profiler's top operators per batch size")
     p.add_argument("--skip_baseline", action="store_true", help="No max_batch_size=1 server")
     p.add_argument("--output_dir", default="bench-results")
     p.add_argument("--server_url", default=None, help="Bench this running server (REST base URL) instead of starting one")
@@ -684,13 +685,49 @@ def engine_bench(args: argparse.Namespace) -> dict[str, Any]:
         one = _preprocessed(load_image(args.image), transform)
         results = []
         for size in sizes:
-            x = one.expand(size, -1, -1, -1).to(engine.device, dtype=engine.dtype).contiguous(memory_format=engine._memory_format)
+            memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+            x = one.expand(size, -1, -1, -1).to(engine.device, dtype=engine.dtype).contiguous(memory_format=memory_format)
             results.append(_engine_vs_plain(engine, plain, x, args.duration_s, args.repeats, spec.top_k))
             print(_engine_line(results[-1]), flush=True)
+            if args.profile:
+                results[-1]["profile_top_ops"] = profile_model(plain, x)
+                print(_profile_lines(results[-1]["profile_top_ops"]), flush=True)
     finally:
         engine.close()
     return {"device": str(engine.device), "precision": engine.precision, "compile": args.compile,
             "torch_threads": torch.get_num_threads(), "results": results}
+
+
+def profile_model(plain: Any, x: Any, iterations: int = 5, top: int = 10) -> list[dict[str, Any]]:
+    """The operators plain model(x) spends its time in, by self time (device time on a GPU).
+
+    Plain, not the engine: torch.profiler records only the calling thread's CPU ops, and the engine
+    runs the model on its own device thread; the engine's extra cost is the engine/plain ratio."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    with torch.inference_mode(), profile(activities=activities) as prof:
+        for _ in range(iterations):
+            plain(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    def self_us(e: Any) -> float:
+        return e.self_device_time_total if x.is_cuda else e.self_cpu_time_total
+
+    events = sorted(prof.key_averages(), key=self_us, reverse=True)
+    total_us = sum(self_us(e) for e in events) or 1.0
+    images = iterations * x.shape[0]
+    return [
+        {"op": e.key, "share": round(self_us(e) / total_us, 3), "ms_per_image": round(self_us(e) / 1000 / images, 3),
+         "calls_per_batch": round(e.count / iterations, 1)}
+        for e in events[:top]
+    ]
+
+
+def _profile_lines(ops: list[dict[str, Any]]) -> str:
+    return "\n".join(f"      {o['share']:6.1%} {o['ms_per_image']:8.3f} ms/img  {o['op']}" for o in ops)
 
 
 def _plain_model(module: Any, engine: Any, compile_: bool) -> Any:

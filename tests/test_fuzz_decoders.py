@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, reject, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
@@ -45,26 +45,6 @@ FUZZ = settings(
 )
 
 
-# Bugs already reported, each with an exact reproducer below marked xfail(strict=True): (exception type,
-# function it is raised in). The fuzzers skip inputs that hit one of these, so that they keep looking for
-# new bugs; once a bug is fixed its xfail turns into a failure (XPASS), and its entry here goes too.
-KNOWN_BUGS: set[tuple[type[BaseException], str]] = {
-    (ValueError, "_positive_int"),  # test_a_unicode_numeral_as_top_k_is_invalid_input
-    (TypeError, "_parameter"),  # test_binary_outputs_parameters_that_are_not_an_object_are_invalid_input
-}
-
-
-def _raised_in(e: BaseException) -> str:
-    # The innermost frame of our own code: the predictor function that let the exception out.
-    frames = []
-    tb = e.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    ours = [f for f in frames if "/predictor/" in f.f_code.co_filename]
-    return ours[-1].f_code.co_name if ours else ""
-
-
 def only_invalid_input(call: Callable[[], Any]) -> Any:
     """Run a decoder: return its result or None on InvalidInput; any other exception fails the test."""
     try:
@@ -73,10 +53,6 @@ def only_invalid_input(call: Callable[[], Any]) -> Any:
         # A 400 must say something: an empty reason is as unhelpful as a 500.
         assert str(e.reason).strip(), "InvalidInput without a message"
         return None
-    except Exception as e:
-        if (type(e), _raised_in(e)) in KNOWN_BUGS:
-            reject()
-        raise
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -376,15 +352,14 @@ def test_v2_binary_parse_and_decode_raise_only_invalid_input(body_and_headers: t
 @FUZZ
 @given(data=image_bytes)
 def test_check_image_raises_only_invalid_input(data: bytes) -> None:
-    fmt = only_invalid_input(lambda: check_image(data, max_pixels=LIMITS.max_image_pixels))
+    fmt = only_invalid_input(lambda: check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio))
     assert fmt in (None, "jpeg", "png", "webp")
 
 
 # ----------------------------------------------------------------------------- known bugs, reproduced exactly
 
 
-# Each is one input the fuzzers above find; kept as an explicit, named reproducer.
-@pytest.mark.xfail(strict=True, reason="BUG: _positive_int: '²'.isdigit() is True but int('²') raises ValueError -> 500")
+# Inputs the fuzzers above once found (each was a 500), kept as explicit, named reproducers.
 @pytest.mark.parametrize("where", ["v1 top_k", "v2 top_k", "v2 class_count"])
 def test_a_unicode_numeral_as_top_k_is_invalid_input(where: str) -> None:
     pixels = InferInput("pixels", [1, 1, 1, 3], "UINT8", data=[1, 2, 3])
@@ -399,7 +374,6 @@ def test_a_unicode_numeral_as_top_k_is_invalid_input(where: str) -> None:
         decoders[where]()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: v2_binary.parse keeps a non-object outputs[].parameters; codec._parameter indexes it -> TypeError -> 500")
 @pytest.mark.parametrize("parameters", ["classification", ["class_count"]], ids=["string", "list"])
 def test_binary_outputs_parameters_that_are_not_an_object_are_invalid_input(parameters: Any) -> None:
     head = json.dumps(
@@ -507,4 +481,4 @@ def test_a_well_formed_v2_request_decodes_to_one_image_per_element(case: tuple[I
 @FUZZ
 @given(data=st.sampled_from(GOOD_IMAGES))
 def test_a_good_image_passes_check_image(data: bytes) -> None:
-    assert check_image(data, max_pixels=LIMITS.max_image_pixels) in ("jpeg", "png", "webp")
+    assert check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio) in ("jpeg", "png", "webp")
