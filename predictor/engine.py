@@ -177,18 +177,12 @@ class Engine:
         with torch.inference_mode(), stream_ctx:
             pixels = self._decode(jobs, errors)
             decoded_at = time.perf_counter()
-            rows, positions = [], []
-            for i, job in enumerate(jobs):
-                if i in errors:
-                    continue
-                try:
-                    rows.append(self._to_model_input(job, pixels.get(i)))
-                    positions.append(i)
-                except Exception as e:  # one bad image must not fail its batch-mates
-                    errors[i] = e
+            rows = self._preprocess(jobs, pixels, errors)
+            positions = sorted(rows)
             batch = None
-            if rows:
-                batch = torch.stack(rows).to(dtype=self.dtype).contiguous(memory_format=self._memory_format)
+            if positions:
+                batch = torch.stack([rows[i] for i in positions]).to(dtype=self.dtype)
+                batch = batch.contiguous(memory_format=self._memory_format)
             ready = None
             if self._cuda:
                 ready = torch.cuda.Event()
@@ -222,14 +216,30 @@ class Engine:
                 errors[i] = e
         return out
 
-    def _to_model_input(self, job: Job, pixels: torch.Tensor | None) -> torch.Tensor:
-        image = job.image
-        if isinstance(image, PreprocessedImage):
-            return self._to_device(image.tensor)
-        if isinstance(image, PixelImage):
-            pixels = self._to_device(image.pixels)
-        assert pixels is not None
-        return self.transform(pixels)
+    def _preprocess(
+        self, jobs: list[Job], pixels: dict[int, torch.Tensor], errors: dict[int, Exception]
+    ) -> dict[int, torch.Tensor]:
+        """Model input per job. Images of the same size are transformed as one stacked tensor:
+        a few kernels per size instead of a few per image (photos from one camera share a size)."""
+        rows: dict[int, torch.Tensor] = {}
+        by_size: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+        for i, job in enumerate(jobs):
+            if i in errors:
+                continue
+            image = job.image
+            if isinstance(image, PreprocessedImage):
+                rows[i] = self._to_device(image.tensor)
+                continue
+            chw = self._to_device(image.pixels) if isinstance(image, PixelImage) else pixels[i]
+            by_size.setdefault(tuple(chw.shape), []).append((i, chw))
+        for members in by_size.values():
+            try:
+                out = self.transform(torch.stack([chw for _, chw in members]))
+            except Exception as e:  # one bad group must not fail the rest of the batch
+                errors.update((i, e) for i, _ in members)
+                continue
+            rows.update((i, row) for (i, _), row in zip(members, out))
+        return rows
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if not self._cuda:
