@@ -30,6 +30,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import platform
 import resource
 import signal
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_requests", type=int, default=100_000, help="Per step: the window closes early at this many requests")
     p.add_argument("--max_batch_size", type=int, default=32, help="Batched server (the baseline always has 1)")
     p.add_argument("--max_latency_ms", type=float, default=5.0)
+    p.add_argument("--server_args", default="", help="More predictor flags for both servers, e.g. '--max_concurrent_batches 1'")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="default: the server's (bf16 GPU, fp32 CPU)")
     p.add_argument("--compile", action="store_true")
@@ -507,6 +509,7 @@ def launch_server(config: str, args: argparse.Namespace, max_batch_size: int, ou
         "--enable_latency_logging", "false",
         *(["--precision", args.precision] if args.precision else []),
         *(["--compile"] if args.compile else []),
+        *shlex.split(args.server_args),
     ]
     log_path = output_dir / f"server-{config}.log"
     with open(log_path, "wb") as log:
