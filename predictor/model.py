@@ -122,6 +122,10 @@ class ImageClassifier(kserve.Model):
             metrics.REQUESTS.labels(status).inc()
             metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
 
+    def validate(self, payload: Any) -> Any:
+        # KServe's check assumes a dict or InferRequest; ours is a DecodedRequest the codec already checked.
+        return payload
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> codec.DecodedRequest:
         assert self._shape is not None
         if isinstance(payload, InferRequest):
