@@ -42,6 +42,18 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def assert_still_serving(self) -> None:
+        """The reference photo is still classified correctly: what every hostile test ends with."""
+        from ._images import CAT_CLASSES, b64, jpeg
+
+        r = httpx.post(
+            f"{self.base_url}/v1/models/{self.model_name}:predict",
+            json={"instances": [{"b64": b64(jpeg("chelsea"))}]},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert CAT_CLASSES & set(r.json()["predictions"][0]["class_names"][:3])
+
     def metrics(self) -> str:
         return httpx.get(f"{self.base_url}/metrics", timeout=10).text
 

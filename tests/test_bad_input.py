@@ -11,20 +11,14 @@ import numpy as np
 import pytest
 
 from . import _triton_grpc
-from ._images import CAT_CLASSES, b64, encode, jpeg, photo
+from ._images import b64, encode, jpeg, photo
 
 
 @pytest.fixture
 def still_serving(server):
     """After each test: a good request is still answered correctly."""
     yield
-    r = httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        json={"instances": [{"b64": b64(jpeg("chelsea"))}]},
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    assert CAT_CLASSES & set(r.json()["predictions"][0]["class_names"][:3])
+    server.assert_still_serving()
 
 
 def _no_internals(text: str) -> None:

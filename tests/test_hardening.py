@@ -38,16 +38,6 @@ def strict(default_model_dir):
     running.stop()
 
 
-def assert_still_serving(server) -> None:
-    r = httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        json={"instances": [{"b64": b64(jpeg("chelsea"))}]},
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    assert CAT_CLASSES & set(r.json()["predictions"][0]["class_names"][:3])
-
-
 def _predict_url(server) -> str:
     return f"{server.base_url}/v1/models/{server.model_name}:predict"
 
@@ -70,7 +60,7 @@ def test_a_body_one_byte_over_the_cap_is_413_and_one_just_under_is_served(strict
     under = httpx.post(_predict_url(strict), content=_padded_body(MAX_BODY_BYTES),
                        headers={"content-type": "application/json"}, timeout=30)
     assert under.status_code == 200, under.text
-    assert_still_serving(strict)
+    strict.assert_still_serving()
 
 
 def test_a_chunked_body_without_content_length_is_cut_off_at_the_cap(strict):
@@ -85,7 +75,7 @@ def test_a_chunked_body_without_content_length_is_cut_off_at_the_cap(strict):
     r = httpx.post(_predict_url(strict), content=chunks(), headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 413, r.text
     assert "max_body_bytes" in r.json()["error"]
-    assert_still_serving(strict)
+    strict.assert_still_serving()
 
 
 def test_grpc_message_over_the_cap_is_refused(strict):
@@ -93,7 +83,7 @@ def test_grpc_message_over_the_cap_is_refused(strict):
     with pytest.raises(_triton_grpc.TritonGrpcError) as info:
         _triton_grpc.infer(strict.grpc_url, strict.model_name, [("image", "BYTES", big)])
     assert info.value.status == "StatusCode.RESOURCE_EXHAUSTED", info.value
-    assert_still_serving(strict)
+    strict.assert_still_serving()
 
 
 # ----------------------------------------------------------------------------- hostile payloads
@@ -111,7 +101,7 @@ def test_150000_deep_nested_json_is_400(server, path):
     r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 400, (r.status_code, r.text[:500])
     assert "Traceback" not in r.text
-    assert_still_serving(server)
+    server.assert_still_serving()
 
 
 def _png_bomb(width: int, height: int) -> bytes:
@@ -135,7 +125,7 @@ def test_a_20000x20000_png_bomb_of_a_few_kb_is_refused_from_its_header(server):
     assert r.status_code == 400, r.text
     assert "20000x20000" in r.json()["error"] and "max_image_pixels" in r.json()["error"]
     assert elapsed_s < 5, "the bomb must be refused before decoding"
-    assert_still_serving(server)
+    server.assert_still_serving()
 
 
 def _psd() -> bytes:
@@ -153,7 +143,7 @@ def test_formats_outside_the_allow_list_are_named_and_refused(server, name, data
     assert r.status_code == 400, r.text
     assert f"{name} is not supported" in r.json()["error"]
     assert "JPEG, PNG, WEBP" in r.json()["error"]
-    assert_still_serving(server)
+    server.assert_still_serving()
 
 
 def _nan_binary_request() -> tuple[bytes, dict]:
@@ -205,7 +195,7 @@ def test_clients_cannot_load_or_unload_models(server):
         assert r.status_code == 403, r.text
         assert "disabled" in r.json()["error"]
     assert httpx.get(f"{server.base_url}/v2/models/{server.model_name}/ready", timeout=10).status_code == 200
-    assert_still_serving(server)
+    server.assert_still_serving()
 
 
 def test_grpc_repository_load_unload_is_permission_denied(server):
@@ -222,7 +212,7 @@ def test_grpc_repository_load_unload_is_permission_denied(server):
             with pytest.raises(grpc.RpcError) as info:
                 call(request, timeout=10)
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert_still_serving(server)
+    server.assert_still_serving()
 
 
 # ----------------------------------------------------------------------------- overload and disconnects
@@ -258,7 +248,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_and_no_500s(strict):
     slowest_success_s = max(e for r, e in results if r.status_code == 200)
     assert fastest_rejection_s < slowest_success_s
     assert _gauge(strict, "predictor_queue_depth") == 0
-    assert_still_serving(strict)
+    strict.assert_still_serving()
 
 
 def test_clients_that_disconnect_leak_no_queue_slots(strict):

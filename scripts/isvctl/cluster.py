@@ -19,23 +19,7 @@ class Cluster(Protocol):
 
     def apply(self, obj: dict[str, Any]) -> None: ...
 
-    def delete(self, obj: dict[str, Any]) -> bool:
-        from kubernetes import client
-
-        meta = obj["metadata"]
-        res = self._resource(obj["apiVersion"], obj["kind"])
-
-        def delete_if_present() -> bool:
-            try:
-                res.delete(name=meta["name"], namespace=meta.get("namespace"))
-                return True
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-
-        return self._call("delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
-                          delete_if_present)
+    def delete(self, obj: dict[str, Any]) -> bool: ...
 
     def pod_events(self, namespace: str, isvc: str, revision: str | None, limit: int = 10) -> list[str]: ...
 
@@ -175,14 +159,18 @@ class KubeCluster:
 
         meta = obj["metadata"]
         res = self._resource(obj["apiVersion"], obj["kind"])
-        try:
-            res.delete(name=meta["name"], namespace=meta.get("namespace"))
-            return True
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return False
-            return self._call("delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
-                              lambda: (_ for _ in ()).throw(exc))
+
+        def delete_if_present() -> bool:
+            try:
+                res.delete(name=meta["name"], namespace=meta.get("namespace"))
+                return True
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+
+        return self._call("delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
+                          delete_if_present)
 
     def pod_events(self, namespace: str, isvc: str, revision: str | None, limit: int = 10) -> list[str]:
         selector = f"serving.kserve.io/inferenceservice={isvc}"
