@@ -152,6 +152,16 @@ class DynamicBatcher(Generic[T, R]):
     def inflight_batches(self) -> int:
         return self._inflight
 
+    def reject_if_full(self) -> None:
+        """Refuse at once when not even one more image fits: lets callers skip decoding a
+        request that `submit` would refuse anyway, which is what keeps overload cheap."""
+        if self._closing:
+            raise ServerBusy("shutting down")
+        depth = len(self._queue)
+        if depth >= self._max_queue_size:
+            REJECTED.inc()
+            raise ServerBusy(f"queue full: {depth} images waiting, max_queue_size={self._max_queue_size}; retry later")
+
     def start(self) -> None:
         """Start the dispatcher on the running loop; `submit` does this itself."""
         if self._task is None:

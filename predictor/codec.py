@@ -87,6 +87,8 @@ class DecodedRequest:
     # v2 only: which outputs, as what, and the request they answer.
     outputs: list[OutputRequest] = field(default_factory=list)
     v2_request: InferRequest | None = None
+    # time.monotonic() when the predictor got the request: its deadline counts from here.
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True)

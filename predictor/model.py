@@ -127,15 +127,25 @@ class ImageClassifier(kserve.Model):
         return payload
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> codec.DecodedRequest:
-        assert self._shape is not None
+        assert self._shape is not None and self.batcher is not None
+        received_at = time.monotonic()
+        # Under overload most requests are refused: refuse them before paying for base64 and headers.
+        self.batcher.reject_if_full()
         if isinstance(payload, InferRequest):
-            return codec.decode_v2(payload, self._shape, self.limits)
-        return codec.decode_v1(payload, self._shape, self.limits)
+            decoded = codec.decode_v2(payload, self._shape, self.limits)
+        else:
+            decoded = codec.decode_v1(payload, self._shape, self.limits)
+        decoded.received_at = received_at
+        return decoded
 
     async def predict(self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None):
         assert self.batcher is not None
         k = codec.max_top_k(decoded)
-        predictions = await self.batcher.submit([codec.Job(image, k) for image in decoded.images])
+        timeout_ms = self.batching.request_timeout_ms
+        if timeout_ms is not None:
+            # Decoding already spent part of the request's time: the batcher gets what is left.
+            timeout_ms -= (time.monotonic() - decoded.received_at) * 1000
+        predictions = await self.batcher.submit([codec.Job(image, k) for image in decoded.images], timeout_ms)
         return decoded, predictions
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None, response_headers=None):

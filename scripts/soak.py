@@ -50,6 +50,7 @@ from tests._images import CAT_CLASSES, jpeg  # noqa: E402
 RECOVERY_FACTOR = 3.0
 RECOVERY_SLACK_MS = 50.0
 SHED_STATUSES = {503, 504}  # the server's own, documented answers to overload and to deadlines
+DEADLINE_SLACK_MS = 1000  # on 2 CPU cores two batches of 8 take up to ~0.5 s
 
 
 @dataclass
@@ -58,11 +59,13 @@ class Phase:
     duration_s: float
     concurrency: int
     latencies_ms: list[float] = field(default_factory=list)
+    ok_latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
     missing_retry_after: int = 0
     wrong_answers: int = 0
     transport_errors: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    server_max_s: float | None = None  # from the server's own histogram: time inside the predictor
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)  # every answered request, whatever its status
@@ -80,6 +83,8 @@ class Phase:
             "p50_ms": _percentile(lat, 50),
             "p99_ms": _percentile(lat, 99),
             "max_ms": round(lat[-1], 1) if lat else None,
+            "ok_max_ms": round(max(self.ok_latencies_ms), 1) if self.ok_latencies_ms else None,
+            "server_max_s": self.server_max_s,
         }
 
 
@@ -103,6 +108,7 @@ async def _worker(client: httpx.AsyncClient, url: str, body: bytes, phase: Phase
         phase.latencies_ms.append((time.perf_counter() - start) * 1000)
         phase.statuses[r.status_code] += 1
         if r.status_code == 200:
+            phase.ok_latencies_ms.append(phase.latencies_ms[-1])
             names = r.json()["predictions"][0]["class_names"][:3]
             if not CAT_CLASSES & set(names):
                 phase.wrong_answers += 1
@@ -123,6 +129,23 @@ async def run_phase(url: str, body: bytes, phase: Phase, timeout_s: float) -> Ph
         await asyncio.gather(*(_worker(client, url, body, phase, stop_at, timeout_s) for _ in range(phase.concurrency)))
         phase.wall_s = time.monotonic() - start
     return phase
+
+
+def _request_seconds_buckets(base_url: str) -> dict[float, float]:
+    """Cumulative counts of the server's predictor_request_seconds histogram, by upper bound."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return {
+        float(le): float(count)
+        for le, count in re.findall(r'^predictor_request_seconds_bucket\{le="([0-9.e+]+)"\} ([0-9.e+]+)$', text, re.M)
+    }
+
+
+def slowest_bucket_s(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The smallest histogram bound that holds every request of the window: the server-side max, rounded up."""
+    total = max(after.values()) - max(before.values()) if after else 0
+    if total <= 0:
+        return None
+    return min(le for le in after if after[le] - before.get(le, 0) >= total)
 
 
 def _rss(pid: int | None) -> int | None:
@@ -187,7 +210,9 @@ async def soak_phase(url: str, base_url: str, body: bytes, phase: Phase, pid: in
     return memory
 
 
-def evaluate(phases: dict[str, dict], memory: dict[str, Any], max_growth_pct: float) -> list[dict[str, Any]]:
+def evaluate(
+    phases: dict[str, dict], memory: dict[str, Any], max_growth_pct: float, deadline_ms: float | None
+) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -206,6 +231,16 @@ def evaluate(phases: dict[str, dict], memory: dict[str, Any], max_growth_pct: fl
     overload = phases["overload"]["by_status"]
     check("overload shed load with 503", overload.get("503", 0) > 0, f"overload statuses {overload}")
     check("overload still served some requests", overload.get("200", 0) > 0, f"overload statuses {overload}")
+    if deadline_ms is not None:
+        # The deadline bounds a request's time inside the predictor (decode + queue, then 504); the batch
+        # it joined still has to run. Measured by the server's own histogram, rounded up to its bucket:
+        # the client's own clock also counts its wait for CPU on a machine the server saturates.
+        server_max_s = phases["overload"]["server_max_s"]
+        limit_s = (deadline_ms + DEADLINE_SLACK_MS) / 1000
+        check("overload: every request answered inside its deadline (server side)",
+              server_max_s is not None and server_max_s <= _bucket_at_or_above(limit_s),
+              f"slowest request <= {server_max_s} s inside the predictor; deadline {deadline_ms:g} ms "
+              f"+ {DEADLINE_SLACK_MS} ms for its batch (client saw up to {phases['overload']['ok_max_ms']} ms)")
     for p in ("baseline", "recovery", "soak"):
         shed = {s: n for s, n in phases[p]["by_status"].items() if int(s) in SHED_STATUSES}
         check(f"{p}: nothing shed at low load", not shed, f"{shed}")
@@ -221,6 +256,14 @@ def evaluate(phases: dict[str, dict], memory: dict[str, Any], max_growth_pct: fl
     device = memory.get("device_growth_pct")
     check("device memory growth over soak < limit", device == "n/a" or device < max_growth_pct, f"{device}")
     return checks
+
+
+def _bucket_at_or_above(seconds: float) -> float:
+    return min(le for le in _REQUEST_SECONDS_BOUNDS if le >= seconds)
+
+
+# predictor.metrics' bucket bounds (not imported: this script must not load kserve next to its clients).
+_REQUEST_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_batch_size", type=int, default=8, help="Server flag (when started here)")
     p.add_argument("--max_concurrent_batches", type=int, default=2, help="Server flag (when started here)")
     p.add_argument("--max_queue_size", type=int, default=16, help="Server flag (when started here): small, so 503s happen")
+    p.add_argument("--server_request_timeout_ms", type=float, default=1000,
+                   help="Server flag (when started here): queued longer than this is a 504")
     p.add_argument("--request_timeout_s", type=float, default=30, help="Client timeout per request (a hang fails the run)")
     p.add_argument("--max_memory_growth_pct", type=float, default=5.0)
     p.add_argument("--report", default="soak-report.json")
@@ -258,14 +303,17 @@ async def main_async(args: argparse.Namespace, base_url: str, pid: int | None) -
         ("recovery", args.recovery_s, args.low_concurrency),
     ):
         print(f"[soak] {name}: {duration} s at concurrency {concurrency}", flush=True)
+        before = _request_seconds_buckets(base_url)
         phases[name] = await run_phase(url, body, Phase(name, duration, concurrency), args.request_timeout_s)
+        phases[name].server_max_s = slowest_bucket_s(before, _request_seconds_buckets(base_url))
         print(f"[soak]   {phases[name].summary()}", flush=True)
     print(f"[soak] soak: {args.soak_s} s at concurrency {args.soak_concurrency}", flush=True)
     phases["soak"] = Phase("soak", args.soak_s, args.soak_concurrency)
     memory = await soak_phase(url, base_url, body, phases["soak"], pid, args.request_timeout_s)
     print(f"[soak]   {phases['soak'].summary()}\n[soak]   memory {memory}", flush=True)
     summaries = {name: p.summary() for name, p in phases.items()}
-    checks = evaluate(summaries, memory, args.max_memory_growth_pct)
+    deadline_ms = None if args.server_url else args.server_request_timeout_ms
+    checks = evaluate(summaries, memory, args.max_memory_growth_pct, deadline_ms)
     return {
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
@@ -290,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             "--max_concurrent_batches", str(args.max_concurrent_batches),
             "--max_queue_size", str(args.max_queue_size),
             "--max_latency_ms", "2",
+            "--request_timeout_ms", str(args.server_request_timeout_ms),
             model_name=args.model_name,
         )
         base_url, pid = server.base_url, server.process.pid

@@ -214,6 +214,28 @@ async def test_queue_cap_rejects_at_once_and_leaves_the_queue_unchanged() -> Non
 
 
 @async_test
+async def test_reject_if_full_refuses_only_when_not_one_more_image_fits() -> None:
+    handler = Handler(gated=True)
+    batcher = make(handler, max_batch_size=2, max_queue_size=2, max_latency_ms=0, max_concurrent_batches=1)
+    running = asyncio.create_task(batcher.submit([0, 1]))  # dispatched, holds the only slot
+    await settle()
+    batcher.reject_if_full()  # empty queue: room
+    queued = asyncio.create_task(batcher.submit([2]))
+    await settle()
+    batcher.reject_if_full()  # one of two places taken: room
+    also_queued = asyncio.create_task(batcher.submit([3]))
+    await settle()
+    rejected0 = metric("predictor_rejected_total")
+    with pytest.raises(ServerBusy, match="queue full: 2 images waiting, max_queue_size=2"):
+        batcher.reject_if_full()
+    assert metric("predictor_rejected_total") - rejected0 == 1
+    assert handler.gate is not None
+    handler.gate.set()
+    assert [len(r) for r in await asyncio.gather(running, queued, also_queued)] == [2, 1, 1]
+    await batcher.close()
+
+
+@async_test
 async def test_request_that_can_never_fit_is_rejected() -> None:
     batcher = make(Handler(), max_batch_size=2, max_queue_size=4)
     with pytest.raises(InvalidInput, match=r"5 images but max_queue_size=4: it can never fit"):

@@ -60,3 +60,12 @@ def test_memory_does_not_grow_during_the_soak(soak_report: dict) -> None:
     memory = soak_report["memory"]
     assert memory["rss_growth_pct"] is not None and memory["rss_growth_pct"] < 5, memory
     assert memory["device_growth_pct"] == "n/a" or memory["device_growth_pct"] < 5, memory
+
+
+def test_requests_stay_inside_their_deadline_under_overload(soak_report: dict) -> None:
+    overload = soak_report["phases"]["overload"]
+    deadline_ms = soak_report["config"]["server_request_timeout_ms"]
+    # Inside the predictor: decoded and queued for at most deadline_ms (then 504), plus the batch it
+    # joined. The server's histogram rounds up to its next bucket bound (1.0 -> 2.5 s).
+    assert overload["server_max_s"] is not None and overload["server_max_s"] <= 2.5, overload
+    assert deadline_ms == 1000
