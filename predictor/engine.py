@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractContextManager, nullcontext
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,8 +135,7 @@ class Engine:
 
     def _warmup(self, sizes: list[int]) -> None:
         repeats = 3 if self.config.compile else 1  # CUDA graphs are recorded on the 2nd-3rd call
-        stream_ctx = torch.cuda.stream(self._compute_stream) if self._cuda else _nullcontext()
-        with stream_ctx:
+        with _on(self._compute_stream):
             for size in sizes:
                 x = torch.zeros(size, 3, self.crop_size, self.crop_size, device=self.device, dtype=self.dtype)
                 for _ in range(repeats):
@@ -157,8 +157,7 @@ class Engine:
     def predict_tensor(self, x: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Engine-only path (benchmarks): a preprocessed batch in, (probabilities, indices) out."""
         def run() -> tuple[torch.Tensor, torch.Tensor]:
-            stream_ctx = torch.cuda.stream(self._compute_stream) if self._cuda else _nullcontext()
-            with stream_ctx:
+            with _on(self._compute_stream):
                 batch = x.to(self.device, dtype=self.dtype, non_blocking=True)
                 batch = batch.contiguous(memory_format=self._memory_format)
                 probs, indices = self._forward_topk(batch, top_k)
@@ -173,8 +172,7 @@ class Engine:
     def _prepare(self, jobs: list[Job]) -> _Prepared:
         errors: dict[int, Exception] = {}
         start = time.perf_counter()
-        stream_ctx = torch.cuda.stream(self._copy_stream) if self._cuda else _nullcontext()
-        with torch.inference_mode(), stream_ctx:
+        with torch.inference_mode(), _on(self._copy_stream):
             pixels = self._decode(jobs, errors)
             decoded_at = time.perf_counter()
             rows = self._preprocess(jobs, pixels, errors)
@@ -256,8 +254,7 @@ class Engine:
         if prepared.batch is None:
             return results
         start = time.perf_counter()
-        stream_ctx = torch.cuda.stream(self._compute_stream) if self._cuda else _nullcontext()
-        with stream_ctx:
+        with _on(self._compute_stream):
             if prepared.ready is not None:
                 torch.cuda.current_stream().wait_event(prepared.ready)
                 prepared.batch.record_stream(torch.cuda.current_stream())
@@ -309,9 +306,6 @@ class Engine:
             return probs.topk(min(top_k, probs.shape[-1]), dim=-1)
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _on(stream: torch.cuda.Stream | None) -> AbstractContextManager[object]:
+    """Run on `stream` when there is one (CUDA), else as usual."""
+    return torch.cuda.stream(stream) if stream is not None else nullcontext()
