@@ -11,6 +11,7 @@ decoded while the previous one runs on the device.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -251,7 +252,7 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             now = time.monotonic()
-            self._expire({i.request for i in self._queue if _expired(i.request, now)})
+            self._expire_head(now)
             wait_s: float | None = None
             if self._queue:
                 # Measured from the first item's enqueue, not from when a slot
@@ -310,6 +311,17 @@ class DynamicBatcher(Generic[T, R]):
             item.request.finish(item.index, outcome)
         if error is not None and not isinstance(error, Exception):
             raise error  # cancellation or interpreter exit: let it propagate
+
+    def _expire_head(self, now: float) -> None:
+        """Drop expired requests among the items the next batch would take. Only the head: the
+        per-request timers catch the rest promptly, and a whole-queue scan per batch is wasted work."""
+        while True:
+            expired = {
+                i.request for i in itertools.islice(self._queue, self._max_batch_size) if _expired(i.request, now)
+            }
+            if not expired:
+                return
+            self._expire(expired)
 
     def _on_deadline(self, request: _Request[Any]) -> None:
         if request.queued:
