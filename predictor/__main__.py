@@ -9,11 +9,12 @@ import sys
 from kserve import logging as kserve_logging
 from kserve import model_server
 
-from .artifact import ArtifactError
+from .artifact import ArtifactError, fetch, read_spec
 from .engine import DEVICES, PRECISIONS, EngineConfig
 from .limits import RequestLimits
 from .model import BatchingConfig, ImageClassifier
 from .server import PredictorServer
+from .workers import Supervisor, worker_command
 
 logger = logging.getLogger("predictor")
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bind_address", default="0.0.0.0", help="Address the REST and gRPC servers listen on")
     parser.add_argument("--grace_period_s", type=int, default=20, help="SIGTERM drain limit (below Kubernetes' 30 s)")
+    # Set by the --workers supervisor on its workers' command lines: bind the shared ports.
+    parser.add_argument("--reuse_port", action="store_true", help=argparse.SUPPRESS)
+    # A line per request costs the event loop more than the request's own parsing at
+    # thousands of requests/s; the latency histograms on /metrics carry the same figures.
+    parser.set_defaults(enable_latency_logging=False)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
     engine.add_argument("--precision", choices=PRECISIONS, default=None, help="default: bf16 on GPU, fp32 on CPU")
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
@@ -67,44 +74,59 @@ def main(argv: list[str] | None = None) -> int:
             max_aspect_ratio=args.max_aspect_ratio,
             max_tensor_elements=args.max_tensor_elements,
         )
-        model = ImageClassifier(
-            args.model_name,
-            model_dir=args.model_dir,
-            storage_uri=args.storage_uri,
-            engine_config=EngineConfig(
-                device=args.device,
-                precision=args.precision,
-                channels_last=args.channels_last,
-                compile=args.compile,
-                max_batch_size=args.max_batch_size,
-                decode_threads=args.decode_threads,
-            ),
-            batching=BatchingConfig(
-                max_batch_size=args.max_batch_size,
-                max_latency_ms=args.max_latency_ms,
-                max_queue_size=args.max_queue_size,
-                request_timeout_ms=args.request_timeout_ms,
-                max_concurrent_batches=args.max_concurrent_batches,
-            ),
-            limits=limits,
+        engine_config = EngineConfig(
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            max_batch_size=args.max_batch_size,
+            decode_threads=args.decode_threads,
         )
-        model.load()
-        server = PredictorServer(
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            workers=args.workers,
-            max_threads=args.max_threads,
-            enable_grpc=args.enable_grpc,
-            enable_docs_url=args.enable_docs_url,
-            enable_latency_logging=args.enable_latency_logging,
-            grace_period=args.grace_period_s,
-            bind_address=args.bind_address,
-            limits=limits,
+        batching = BatchingConfig(
+            max_batch_size=args.max_batch_size,
+            max_latency_ms=args.max_latency_ms,
+            max_queue_size=args.max_queue_size,
+            request_timeout_ms=args.request_timeout_ms,
+            max_concurrent_batches=args.max_concurrent_batches,
         )
+        if args.workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {args.workers}")
+        storage_uri = args.storage_uri or None  # the supervisor hands its workers ""
+        if args.workers > 1:
+            # Fetch once, here: N workers downloading into one directory would race.
+            model_dir = str(fetch(storage_uri, args.model_dir))
+            read_spec(model_dir)
+            supervisor = Supervisor(
+                worker_command(argv, model_dir), workers=args.workers, grace_period_s=args.grace_period_s
+            )
+        else:
+            model = ImageClassifier(
+                args.model_name,
+                model_dir=args.model_dir,
+                storage_uri=storage_uri,
+                engine_config=engine_config,
+                batching=batching,
+                limits=limits,
+            )
+            model.load()
+            server = PredictorServer(
+                http_port=args.http_port,
+                grpc_port=args.grpc_port,
+                max_threads=args.max_threads,
+                enable_grpc=args.enable_grpc,
+                enable_docs_url=args.enable_docs_url,
+                enable_latency_logging=args.enable_latency_logging,
+                grace_period=args.grace_period_s,
+                bind_address=args.bind_address,
+                reuse_port=args.reuse_port,
+                limits=limits,
+            )
     except (ArtifactError, ValueError) as e:
         # A bad artifact or flag must stop the pod before it is ever reported ready.
         logger.error("cannot start: %s", e)
         return 2
+    if args.workers > 1:
+        return supervisor.run()
     server.start([model])
     return 0
 

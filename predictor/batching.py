@@ -91,6 +91,36 @@ class _Item(Generic[T]):
     value: T
 
 
+def check_settings(
+    *,
+    max_batch_size: int,
+    max_latency_ms: float,
+    max_queue_size: int,
+    request_timeout_ms: float | None,
+    max_concurrent_batches: int,
+) -> None:
+    """Raise ValueError naming the rule a batching setting breaks (run at start, before any load)."""
+    if not _is_int(max_batch_size) or max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+    if not _is_number(max_latency_ms) or not max_latency_ms >= 0:
+        raise ValueError(f"max_latency_ms must be a number >= 0, got {max_latency_ms!r}")
+    if not _is_int(max_queue_size) or max_queue_size < max_batch_size:
+        raise ValueError(
+            "max_queue_size must be an integer >= max_batch_size "
+            f"({max_batch_size}), got {max_queue_size!r}"
+        )
+    if request_timeout_ms is not None and (
+        not _is_number(request_timeout_ms) or not request_timeout_ms > 0
+    ):
+        raise ValueError(
+            f"request_timeout_ms must be None or a number > 0, got {request_timeout_ms!r}"
+        )
+    if not _is_int(max_concurrent_batches) or max_concurrent_batches < 1:
+        raise ValueError(
+            f"max_concurrent_batches must be an integer >= 1, got {max_concurrent_batches!r}"
+        )
+
+
 class DynamicBatcher(Generic[T, R]):
     """Queue images from concurrent requests and run them through `handler` in batches.
 
@@ -109,25 +139,13 @@ class DynamicBatcher(Generic[T, R]):
         request_timeout_ms: float | None,
         max_concurrent_batches: int = 2,
     ) -> None:
-        if not _is_int(max_batch_size) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
-        if not _is_number(max_latency_ms) or not max_latency_ms >= 0:
-            raise ValueError(f"max_latency_ms must be a number >= 0, got {max_latency_ms!r}")
-        if not _is_int(max_queue_size) or max_queue_size < max_batch_size:
-            raise ValueError(
-                "max_queue_size must be an integer >= max_batch_size "
-                f"({max_batch_size}), got {max_queue_size!r}"
-            )
-        if request_timeout_ms is not None and (
-            not _is_number(request_timeout_ms) or not request_timeout_ms > 0
-        ):
-            raise ValueError(
-                f"request_timeout_ms must be None or a number > 0, got {request_timeout_ms!r}"
-            )
-        if not _is_int(max_concurrent_batches) or max_concurrent_batches < 1:
-            raise ValueError(
-                f"max_concurrent_batches must be an integer >= 1, got {max_concurrent_batches!r}"
-            )
+        check_settings(
+            max_batch_size=max_batch_size,
+            max_latency_ms=max_latency_ms,
+            max_queue_size=max_queue_size,
+            request_timeout_ms=request_timeout_ms,
+            max_concurrent_batches=max_concurrent_batches,
+        )
         self._handler = handler
         self._max_batch_size = max_batch_size
         self._max_latency_s = max_latency_ms / 1000

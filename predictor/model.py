@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import kserve
@@ -13,7 +13,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from . import codec, metrics
 from .artifact import Artifact, fetch, load_artifact
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, check_settings
 from .engine import Engine, EngineConfig
 from .errors import DeadlineExceeded, ServerBusy
 from .limits import RequestLimits
@@ -29,6 +29,9 @@ class BatchingConfig:
     max_queue_size: int = 1024
     request_timeout_ms: float | None = 10_000.0
     max_concurrent_batches: int = 2
+
+    def __post_init__(self) -> None:
+        check_settings(**asdict(self))
 
 
 class ImageClassifier(kserve.Model):

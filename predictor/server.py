@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from concurrent import futures
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from grpc import StatusCode, aio
 from grpc_interceptor.exceptions import GrpcException
 from kserve import ModelServer
@@ -27,10 +28,11 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer, _RefreshingServer
+from prometheus_client import exposition
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import v2_binary
+from . import metrics, v2_binary
 from .errors import DeadlineExceeded, ServerBusy
 from .limits import RequestLimits
 
@@ -185,11 +187,30 @@ class _DrainingServer(_RefreshingServer):
         await super().shutdown(sockets)
 
 
+async def _metrics(request: Request) -> Response:
+    encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+    return Response(content=encoder(metrics.scrape_registry()), headers={"content-type": content_type})
+
+
+def bind_reuse_port(address: str, port: int) -> socket.socket:
+    """A listening socket that other processes of this user may bind too: the kernel spreads
+    connections over them, which is how --workers share one port."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 class _RESTServer(RESTServer):
     def __init__(
         self,
         *args: Any,
         bind_address: str,
+        reuse_port: bool,
         limits: RequestLimits,
         drain: Callable[[], Awaitable[None]],
         unready: Callable[[], None],
@@ -197,8 +218,20 @@ class _RESTServer(RESTServer):
     ):
         super().__init__(*args, **kwargs)
         self.config.host = bind_address
+        self._reuse_port = reuse_port
         self._limits = limits
         self._server = _DrainingServer(self.config, drain, unready)
+
+    async def start(self) -> None:
+        self.create_application()
+        sockets = [bind_reuse_port(self.config.host, self.config.port)] if self._reuse_port else None
+        await self._server.serve(sockets=sockets)
+
+    def _register_endpoints(self, app: FastAPI) -> None:
+        # Ahead of KServe's own /metrics (the first matching route wins), which reads only
+        # this process's registry and would show one worker's share under --workers.
+        app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+        super()._register_endpoints(app)
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
@@ -220,9 +253,10 @@ class _RESTServer(RESTServer):
 
 
 class _GRPCServer(GRPCServer):
-    def __init__(self, *args: Any, bind_address: str, **kwargs: Any):
+    def __init__(self, *args: Any, bind_address: str, reuse_port: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._bind_address = bind_address
+        self._reuse_port = reuse_port
 
     async def start(self, max_workers: int) -> None:
         # KServe's start() hard-codes "[::]"; this is it with the bind address.
@@ -232,13 +266,17 @@ class _GRPCServer(GRPCServer):
             options=[
                 ("grpc.max_send_message_length", self._kwargs["grpc_max_send_message_length"]),
                 ("grpc.max_receive_message_length", self._kwargs["grpc_max_receive_message_length"]),
+                # gRPC shares ports by default; a lone server must fail on a taken port instead
+                # of silently splitting traffic with whatever else listens there.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self._data_plane, self._model_repository_extension), self._server
         )
         host = f"[{self._bind_address}]" if ":" in self._bind_address else self._bind_address
-        self._server.add_insecure_port(f"{host}:{self._port}")
+        if self._server.add_insecure_port(f"{host}:{self._port}") == 0:
+            raise OSError(f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local")
         logger.info("gRPC server on %s:%d", host, self._port)
         await self._server.start()
         await self._server.wait_for_termination()
@@ -248,9 +286,17 @@ class _GRPCServer(GRPCServer):
 
 
 class PredictorServer(ModelServer):
-    def __init__(self, *, bind_address: str = "0.0.0.0", limits: RequestLimits = RequestLimits(), **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        bind_address: str = "0.0.0.0",
+        reuse_port: bool = False,
+        limits: RequestLimits = RequestLimits(),
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.bind_address = bind_address
+        self.reuse_port = reuse_port
         self.limits = limits
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.model_repository_extension = ReadOnlyRepository(model_registry=self.registered_models)
@@ -258,9 +304,9 @@ class PredictorServer(ModelServer):
 
     def start(self, models: list) -> None:
         if self.workers > 1:
-            # KServe's multi-process REST server builds its own app per worker; our REST
-            # hardening does not reach it, so it is refused rather than silently weaker.
-            raise ValueError("workers must be 1 for this predictor; scale with replicas instead")
+            # KServe's multi-process mode forks only REST, with an app our hardening does not
+            # reach; `python -m predictor --workers N` runs N whole servers instead (workers.py).
+            raise ValueError("PredictorServer runs one process; use `python -m predictor --workers N` for more")
         self._register_and_check_atleast_one_model_is_ready(models)
         self._rest_server = _RESTServer(
             FASTAPI_APP_IMPORT_STRING,
@@ -273,6 +319,7 @@ class PredictorServer(ModelServer):
             event_loop=self.event_loop,
             timeout_keep_alive=self.timeout_keep_alive,
             bind_address=self.bind_address,
+            reuse_port=self.reuse_port,
             limits=self.limits,
             drain=self.drain,
             unready=self.mark_unready,
@@ -289,6 +336,7 @@ class PredictorServer(ModelServer):
                 },
                 grace_period=self.grace_period,
                 bind_address=self.bind_address,
+                reuse_port=self.reuse_port,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()

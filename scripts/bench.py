@@ -28,6 +28,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import itertools
 import json
 import os
 import shlex
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_requests", type=int, default=100_000, help="Per step: the window closes early at this many requests")
     p.add_argument("--max_batch_size", type=int, default=32, help="Batched server (the baseline always has 1)")
     p.add_argument("--max_latency_ms", type=float, default=5.0)
+    p.add_argument("--grpc_channels", type=int, default=1, help="gRPC connections the clients share; use several with --workers")
     p.add_argument("--server_args", default="", help="More predictor flags for both servers, e.g. '--max_concurrent_batches 1'")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="default: the server's (bf16 GPU, fp32 CPU)")
@@ -117,8 +119,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.skip_engine = args.skip_engine or (args.model_dir is None and not args.engine_only)
     if not args.model_dir and (args.server_url is None or args.engine_only):
         parser.error("--model_dir is required (it may be omitted only with --server_url)")
-    if min(args.duration_s, args.repeats, args.max_requests, args.max_batch_size) <= 0 or args.warmup_s < 0:
-        parser.error("--duration_s, --repeats, --max_requests, --max_batch_size must be > 0 and --warmup_s >= 0")
+    if min(args.duration_s, args.repeats, args.max_requests, args.max_batch_size, args.grpc_channels) <= 0 or args.warmup_s < 0:
+        parser.error("--duration_s, --repeats, --max_requests, --max_batch_size, --grpc_channels must be > 0 and --warmup_s >= 0")
 
 
 # ----------------------------------------------------------------------------- machine and image
@@ -237,29 +239,38 @@ def _first_bytes_element(raw: bytes) -> bytes:
 
 
 class GrpcClient:
-    """One HTTP/2 channel shared by every concurrent client: how a single gRPC caller behaves."""
+    """Concurrent clients sharing `channels` HTTP/2 connections, round robin. One channel is how a
+    single gRPC caller behaves; several spread over the server's --workers (one connection lands
+    on one worker)."""
 
-    def __init__(self, target: str, model_name: str, image: bytes) -> None:
+    def __init__(self, target: str, model_name: str, image: bytes, channels: int = 1) -> None:
         import grpc
 
         self._grpc = grpc
         self._request = grpc_request_bytes(model_name, image)
-        self._channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            # Without it, channels to one target share one connection.
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        self._channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
         # No serializers: the request is sent as pre-built bytes and the reply stays bytes.
-        self._call = self._channel.unary_unary(GRPC_INFER_METHOD)
+        self._calls = [channel.unary_unary(GRPC_INFER_METHOD) for channel in self._channels]
+        self._next = itertools.cycle(self._calls)
 
     async def send(self) -> str:
         try:
-            await self._call(self._request, timeout=REQUEST_TIMEOUT_S)
+            await next(self._next)(self._request, timeout=REQUEST_TIMEOUT_S)
         except self._grpc.aio.AioRpcError as e:
             return f"grpc_{e.code().name}"
         return "ok"
 
     async def top_class(self) -> str:
-        return top_class_grpc(await self._call(self._request, timeout=REQUEST_TIMEOUT_S))
+        return top_class_grpc(await self._calls[0](self._request, timeout=REQUEST_TIMEOUT_S))
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
 
 class HttpClient:
@@ -486,8 +497,14 @@ class Server:
         import psutil
 
         with contextlib.suppress(psutil.Error):
-            times = psutil.Process(self.process.pid).cpu_times()
-            return times.user + times.system
+            # Under --workers the parent only supervises; the serving is in its children.
+            root = psutil.Process(self.process.pid)
+            total = 0.0
+            for process in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            return total
         return None
 
 
@@ -574,7 +591,7 @@ def _default_grpc_target(server_url: str) -> str:
 
 def _make_client(server: Server, protocol: str, args: argparse.Namespace, image: BenchImage) -> GrpcClient | HttpClient:
     if protocol == "grpc":
-        return GrpcClient(server.grpc_target, args.model_name, image.data)
+        return GrpcClient(server.grpc_target, args.model_name, image.data, args.grpc_channels)
     return HttpClient(server.base_url, args.model_name, protocol, image.data, max(args.concurrency))
 
 
