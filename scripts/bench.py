@@ -27,9 +27,11 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import shlex
 import platform
@@ -43,6 +45,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_requests", type=int, default=100_000, help="Per step: the window closes early at this many requests")
     p.add_argument("--max_batch_size", type=int, default=32, help="Batched server (the baseline always has 1)")
     p.add_argument("--max_latency_ms", type=float, default=5.0)
+    p.add_argument("--client_processes", type=int, default=1, help="Spread the clients over this many processes (for rates one Python process cannot send)")
     p.add_argument("--grpc_channels", type=int, default=1, help="gRPC connections the clients share; use several with --workers")
     p.add_argument("--server_args", default="", help="More predictor flags for both servers, e.g. '--max_concurrent_batches 1'")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -119,8 +123,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.skip_engine = args.skip_engine or (args.model_dir is None and not args.engine_only)
     if not args.model_dir and (args.server_url is None or args.engine_only):
         parser.error("--model_dir is required (it may be omitted only with --server_url)")
-    if min(args.duration_s, args.repeats, args.max_requests, args.max_batch_size, args.grpc_channels) <= 0 or args.warmup_s < 0:
-        parser.error("--duration_s, --repeats, --max_requests, --max_batch_size, --grpc_channels must be > 0 and --warmup_s >= 0")
+    if min(args.duration_s, args.repeats, args.max_requests, args.max_batch_size, args.grpc_channels, args.client_processes) <= 0 or args.warmup_s < 0:
+        parser.error("--duration_s, --repeats, --max_requests, --max_batch_size, --grpc_channels, --client_processes must be > 0 and --warmup_s >= 0")
 
 
 # ----------------------------------------------------------------------------- machine and image
@@ -243,11 +247,11 @@ class GrpcClient:
     single gRPC caller behaves; several spread over the server's --workers (one connection lands
     on one worker)."""
 
-    def __init__(self, target: str, model_name: str, image: bytes, channels: int = 1) -> None:
+    def __init__(self, target: str, request: bytes, channels: int = 1) -> None:
         import grpc
 
         self._grpc = grpc
-        self._request = grpc_request_bytes(model_name, image)
+        self._request = request
         options = [
             ("grpc.max_receive_message_length", 64 << 20),
             # Without it, channels to one target share one connection.
@@ -469,6 +473,72 @@ async def run_step(
     return window_end - window_start, latencies_ms, state.errors, (before, after), _cpu_split(cpu_before, cpu_after)
 
 
+def _client_pool(processes: int) -> ProcessPoolExecutor | None:
+    if processes <= 1:
+        return None
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    # Start them all now (spawn and imports take a second or two), not inside a step's start-up margin.
+    for f in [pool.submit(time.sleep, 0.2) for _ in range(processes)]:
+        f.result()
+    return pool
+
+
+async def run_step_in_processes(
+    pool: ProcessPoolExecutor, spec: ClientSpec, processes: int, *, concurrency: int, warmup_s: float,
+    duration_s: float, max_requests: int, metrics: Callable[[], Awaitable[Snapshot | None]],
+    server_cpu_s: Callable[[], float | None],
+) -> tuple[float, list[float], Counter, tuple[Snapshot | None, Snapshot | None], dict[str, float | None]]:
+    """run_step with the clients spread over `processes` processes, for rates one Python client
+    process cannot generate. All share one wall-clock window; the window is fixed at duration_s
+    (a process that reaches its share of max_requests stops sending early)."""
+    loop = asyncio.get_running_loop()
+    start_at = time.time() + 0.5  # every process has its clients built before any load
+    window_start, window_end = start_at + warmup_s, start_at + warmup_s + duration_s
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    futures = [
+        loop.run_in_executor(pool, _client_process, spec.share(processes), share, start_at, window_start, window_end,
+                             max(1, max_requests // processes))
+        for share in shares
+    ]
+    await asyncio.sleep(max(0.0, window_start - time.time()))
+    before = await metrics()
+    server_before, machine_before = server_cpu_s(), _machine_busy_cpu_s()
+    await asyncio.sleep(max(0.0, window_end - time.time()))
+    after = await metrics()
+    server_after, machine_after = server_cpu_s(), _machine_busy_cpu_s()
+    results = await asyncio.gather(*futures)
+    latencies_ms = [lat for r in results for lat in r["latencies_ms"]]
+    errors: Counter = sum((Counter(r["errors"]) for r in results), Counter())
+    client_cpu_s = sum(r["cpu_s"] for r in results)
+    cpu = _cpu_split((server_before, 0.0, machine_before), (server_after, client_cpu_s, machine_after))
+    return duration_s, latencies_ms, errors, (before, after), cpu
+
+
+def _client_process(spec: ClientSpec, concurrency: int, start_at: float, window_start: float, window_end: float,
+                    max_requests: int) -> dict[str, Any]:
+    """One client process's share of a step (runs in a pool process)."""
+    return asyncio.run(_client_process_step(spec, concurrency, start_at, window_start, window_end, max_requests))
+
+
+async def _client_process_step(spec: ClientSpec, concurrency: int, start_at: float, window_start: float,
+                               window_end: float, max_requests: int) -> dict[str, Any]:
+    client = build_client(spec)
+    state = _StepState()
+    try:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        loops = [asyncio.create_task(_client_loop(client.send, state, max_requests)) for _ in range(concurrency)]
+        await asyncio.sleep(max(0.0, window_start - time.time()))
+        measured_from, cpu_before = time.perf_counter(), _client_cpu_s()
+        await asyncio.sleep(max(0.0, window_end - time.time()))
+        measured_to, cpu_after = time.perf_counter(), _client_cpu_s()
+        state.stop.set()
+        await asyncio.gather(*loops)
+    finally:
+        await client.close()
+    latencies_ms = [lat * 1000 for finished, lat in state.latencies if measured_from <= finished <= measured_to]
+    return {"latencies_ms": latencies_ms, "errors": dict(state.errors), "cpu_s": cpu_after - cpu_before}
+
+
 def _cpu_split(before: tuple[float | None, float, float], after: tuple[float | None, float, float]) -> dict[str, float | None]:
     server = after[0] - before[0] if after[0] is not None and before[0] is not None else None
     client, machine = after[1] - before[1], after[2] - before[2]
@@ -589,15 +659,46 @@ def _default_grpc_target(server_url: str) -> str:
 # ----------------------------------------------------------------------------- network sweep
 
 
-def _make_client(server: Server, protocol: str, args: argparse.Namespace, image: BenchImage) -> GrpcClient | HttpClient:
-    if protocol == "grpc":
-        return GrpcClient(server.grpc_target, args.model_name, image.data, args.grpc_channels)
-    return HttpClient(server.base_url, args.model_name, protocol, image.data, max(args.concurrency))
+@dataclass(frozen=True)
+class ClientSpec:
+    """What a client needs, as plain data: client processes rebuild their clients from it."""
+    protocol: str
+    base_url: str
+    grpc_target: str
+    model_name: str
+    image: bytes
+    grpc_request: bytes  # built here: a client process need not import kserve
+    grpc_channels: int
+    max_connections: int
+
+    def share(self, processes: int) -> ClientSpec:
+        """One client process's part of the connections."""
+        return dataclasses.replace(
+            self,
+            grpc_channels=max(1, self.grpc_channels // processes),
+            max_connections=max(1, -(-self.max_connections // processes)),
+        )
+
+
+def build_client(spec: ClientSpec) -> GrpcClient | HttpClient:
+    if spec.protocol == "grpc":
+        return GrpcClient(spec.grpc_target, spec.grpc_request, spec.grpc_channels)
+    return HttpClient(spec.base_url, spec.model_name, spec.protocol, spec.image, spec.max_connections)
+
+
+def _client_spec(server: Server, protocol: str, args: argparse.Namespace, image: BenchImage) -> ClientSpec:
+    return ClientSpec(
+        protocol=protocol, base_url=server.base_url, grpc_target=server.grpc_target, model_name=args.model_name,
+        image=image.data, grpc_request=grpc_request_bytes(args.model_name, image.data) if protocol == "grpc" else b"",
+        grpc_channels=args.grpc_channels, max_connections=max(args.concurrency),
+    )
 
 
 async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: BenchImage) -> tuple[list[StepResult], dict[str, str]]:
-    clients = {(s.config, p): _make_client(s, p, args, image) for s in srvs for p in args.protocols}
+    specs = {(s.config, p): _client_spec(s, p, args, image) for s in srvs for p in args.protocols}
+    clients = {key: build_client(spec) for key, spec in specs.items()}
     metrics_client = httpx.AsyncClient(timeout=10)
+    pool = _client_pool(args.client_processes)
     try:
         # One request per path first: a broken protocol fails here, loudly, not as a sweep of errors.
         top_classes = {f"{config}/{p}": await c.top_class() for (config, p), c in clients.items()}
@@ -606,7 +707,8 @@ async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: Ben
             for protocol in args.protocols:
                 for concurrency in args.concurrency:
                     for server in srvs:
-                        step = await _one_step(server, protocol, concurrency, repeat, clients[(server.config, protocol)], metrics_client, args)
+                        key = (server.config, protocol)
+                        step = await _one_step(server, protocol, concurrency, repeat, clients[key], specs[key], pool, metrics_client, args)
                         print(_step_line(step), flush=True)
                         steps.append(step)
         return steps, top_classes
@@ -614,15 +716,23 @@ async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: Ben
         for c in clients.values():
             await c.close()
         await metrics_client.aclose()
+        if pool is not None:
+            pool.shutdown()
 
 
 async def _one_step(server: Server, protocol: str, concurrency: int, repeat: int, client: GrpcClient | HttpClient,
-                    metrics_client: httpx.AsyncClient, args: argparse.Namespace) -> StepResult:
-    window_s, latencies_ms, errors, (before, after), cpu_s = await run_step(
-        client.send, concurrency=concurrency, warmup_s=args.warmup_s, duration_s=args.duration_s,
-        max_requests=args.max_requests, metrics=lambda: scrape_metrics(metrics_client, server.base_url),
-        server_cpu_s=server.cpu_s,
+                    spec: ClientSpec, pool: ProcessPoolExecutor | None, metrics_client: httpx.AsyncClient,
+                    args: argparse.Namespace) -> StepResult:
+    common = dict(
+        concurrency=concurrency, warmup_s=args.warmup_s, duration_s=args.duration_s, max_requests=args.max_requests,
+        metrics=lambda: scrape_metrics(metrics_client, server.base_url), server_cpu_s=server.cpu_s,
     )
+    if pool is None or concurrency < args.client_processes:
+        window_s, latencies_ms, errors, (before, after), cpu_s = await run_step(client.send, **common)
+    else:
+        window_s, latencies_ms, errors, (before, after), cpu_s = await run_step_in_processes(
+            pool, spec, args.client_processes, **common
+        )
     return StepResult(
         config=server.config, protocol=protocol, concurrency=concurrency, repeat=repeat,
         window_s=round(window_s, 3), requests_ok=len(latencies_ms),

@@ -91,3 +91,26 @@ def test_batch_histogram_diff_is_per_bucket_not_cumulative():
     assert batch_distribution(before, after) == {
         "batches": 7, "images": 19, "mean": 2.71, "buckets": {"1": 2, "2": 2, "4": 3, "+Inf": 0},
     }
+
+
+def test_clients_spread_over_processes_load_a_multi_worker_server(tmp_path):
+    """The set-up the GPU target needs: client processes and gRPC channels against --workers."""
+    from ._artifacts import make_small_artifact
+
+    make_small_artifact(tmp_path / "small")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "scripts/bench.py", "--model_dir", str(tmp_path / "small"), "--model_name", "small",
+        "--protocols", "grpc,v1", "--concurrency", "4", "--duration_s", "1", "--warmup_s", "0.3",
+        "--skip_engine", "--skip_baseline", "--client_processes", "2", "--grpc_channels", "4",
+        "--server_args", "--workers 2", "--output_dir", str(out),
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = json.loads((out / "bench.json").read_text())["steps"]
+    assert {s["protocol"] for s in steps} == {"grpc", "v1"}
+    for s in steps:
+        assert s["errors_total"] == 0 and s["requests_ok"] > 0, s
+        assert s["client_cpu_s"] > 0, s  # summed over the client processes
+        # The server's /metrics, summed over its workers, saw the window's requests.
+        assert s["batch_size"]["images"] >= s["requests_ok"] * 0.5, s

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from predictor.__main__ import build_parser
+from predictor.server import bind_reuse_port
 from predictor.workers import RestartPolicy, Supervisor, worker_command, worker_env
 
 from . import _server
@@ -217,6 +219,21 @@ def test_a_single_server_refuses_a_grpc_port_that_is_taken(tmp_path):
         assert r.status_code == 200
     finally:
         first.stop()
+
+
+def test_the_shared_port_socket_hands_out_connections_with_nagle_off():
+    listener = bind_reuse_port("127.0.0.1", 0)
+    listener.setblocking(True)
+    try:
+        with socket.create_connection(listener.getsockname()[:2]):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.socket() as other:  # and another process of this user may bind the port too
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            other.bind(listener.getsockname()[:2])
+    finally:
+        listener.close()
 
 
 # ----------------------------------------------------------------------------- the supervisor alone
