@@ -19,6 +19,13 @@ from .workers import Supervisor, worker_command
 logger = logging.getLogger("predictor")
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         parents=[model_server.parser], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -39,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
     engine.add_argument("--precision", choices=PRECISIONS, default=None, help="default: bf16 on GPU, fp32 on CPU")
     engine.add_argument("--compile", action="store_true", help="torch.compile + CUDA graphs per batch bucket")
+    engine.add_argument(
+        "--batch_buckets", type=_int_tuple, default=None,
+        help="With --compile: the batch sizes captured, e.g. 1,8,64,256 (default: powers of two up to --max_batch_size)",
+    )
     engine.add_argument("--no_channels_last", dest="channels_last", action="store_false")
     engine.add_argument("--decode_threads", type=int, default=4, help="CPU image-decoding threads")
     batching = parser.add_argument_group("dynamic batching")
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=args.compile,
             max_batch_size=args.max_batch_size,
             decode_threads=args.decode_threads,
+            batch_buckets=args.batch_buckets,
         )
         batching = BatchingConfig(
             max_batch_size=args.max_batch_size,

@@ -40,6 +40,9 @@ class EngineConfig:
     compile: bool = False
     max_batch_size: int = 32
     decode_threads: int = 4
+    # The batch shapes --compile captures; None: powers of two up to max_batch_size. Fewer
+    # buckets start faster (each is a compile and a CUDA graph) and pad more.
+    batch_buckets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -52,6 +55,17 @@ class EngineConfig:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size}")
         if self.decode_threads < 1:
             raise ValueError(f"decode_threads must be an integer >= 1, got {self.decode_threads}")
+        if self.batch_buckets is not None:
+            buckets = list(self.batch_buckets)
+            if not self.compile:
+                raise ValueError("batch_buckets only applies with compile (they are the shapes it captures)")
+            if not buckets or buckets != sorted(set(buckets)) or buckets[0] < 1:
+                raise ValueError(f"batch_buckets must be increasing integers >= 1, got {buckets}")
+            if buckets[-1] != self.max_batch_size:
+                raise ValueError(
+                    f"the largest of batch_buckets must equal max_batch_size ({self.max_batch_size}), "
+                    f"so that every batch fits one; got {buckets[-1]}"
+                )
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -91,7 +105,7 @@ class Engine:
         self.dtype = _DTYPES[self.precision]
         self.transform = transform
         self.crop_size = transform.crop_size
-        self.buckets = batch_buckets(config.max_batch_size) if config.compile else []
+        self.buckets = list(config.batch_buckets or batch_buckets(config.max_batch_size)) if config.compile else []
         self._cuda = self.device.type == "cuda"
         self._memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 

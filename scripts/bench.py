@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="default: the server's (bf16 GPU, fp32 CPU)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--batch_buckets", default=None, help="With --compile, the batched server's buckets, e.g. 1,16,64,256")
     p.add_argument("--image", default="chelsea", help="chelsea (451x300 JPEG), chelsea-500x375, or a JPEG/PNG/WebP file")
     p.add_argument("--engine_only", action="store_true", help="Only the engine comparison, no servers")
     p.add_argument("--skip_engine", action="store_true", help="Only the network benchmark")
@@ -477,10 +478,17 @@ def _client_pool(processes: int) -> ProcessPoolExecutor | None:
     if processes <= 1:
         return None
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-    # Start them all now (spawn and imports take a second or two), not inside a step's start-up margin.
-    for f in [pool.submit(time.sleep, 0.2) for _ in range(processes)]:
+    # Start them all and import the client libraries now (seconds on a busy machine), not
+    # inside a step's start-up margin.
+    for f in [pool.submit(_import_client_libraries) for _ in range(processes)]:
         f.result()
     return pool
+
+
+def _import_client_libraries() -> None:
+    import grpc  # noqa: F401
+
+    time.sleep(0.2)  # hold this process so the next task goes to another one
 
 
 async def run_step_in_processes(
@@ -492,7 +500,7 @@ async def run_step_in_processes(
     process cannot generate. All share one wall-clock window; the window is fixed at duration_s
     (a process that reaches its share of max_requests stops sending early)."""
     loop = asyncio.get_running_loop()
-    start_at = time.time() + 0.5  # every process has its clients built before any load
+    start_at = time.time() + 1.0  # every process has its clients built before any load
     window_start, window_end = start_at + warmup_s, start_at + warmup_s + duration_s
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     futures = [
@@ -507,6 +515,9 @@ async def run_step_in_processes(
     after = await metrics()
     server_after, machine_after = server_cpu_s(), _machine_busy_cpu_s()
     results = await asyncio.gather(*futures)
+    late_s = max(r["late_s"] for r in results)
+    if late_s > 0:
+        raise RuntimeError(f"a client process started {late_s:.2f} s after the measured window opened; raise --warmup_s")
     latencies_ms = [lat for r in results for lat in r["latencies_ms"]]
     errors: Counter = sum((Counter(r["errors"]) for r in results), Counter())
     client_cpu_s = sum(r["cpu_s"] for r in results)
@@ -524,6 +535,7 @@ async def _client_process_step(spec: ClientSpec, concurrency: int, start_at: flo
                                window_end: float, max_requests: int) -> dict[str, Any]:
     client = build_client(spec)
     state = _StepState()
+    late_s = max(0.0, time.time() - window_start)
     try:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         loops = [asyncio.create_task(_client_loop(client.send, state, max_requests)) for _ in range(concurrency)]
@@ -536,7 +548,7 @@ async def _client_process_step(spec: ClientSpec, concurrency: int, start_at: flo
     finally:
         await client.close()
     latencies_ms = [lat * 1000 for finished, lat in state.latencies if measured_from <= finished <= measured_to]
-    return {"latencies_ms": latencies_ms, "errors": dict(state.errors), "cpu_s": cpu_after - cpu_before}
+    return {"latencies_ms": latencies_ms, "errors": dict(state.errors), "cpu_s": cpu_after - cpu_before, "late_s": late_s}
 
 
 def _cpu_split(before: tuple[float | None, float, float], after: tuple[float | None, float, float]) -> dict[str, float | None]:
@@ -596,6 +608,7 @@ def launch_server(config: str, args: argparse.Namespace, max_batch_size: int, ou
         "--enable_latency_logging", "false",
         *(["--precision", args.precision] if args.precision else []),
         *(["--compile"] if args.compile else []),
+        *(["--batch_buckets", args.batch_buckets] if args.compile and args.batch_buckets and max_batch_size > 1 else []),
         *shlex.split(args.server_args),
     ]
     log_path = output_dir / f"server-{config}.log"
@@ -807,7 +820,9 @@ def engine_bench(args: argparse.Namespace) -> dict[str, Any]:
     spec = artifact.spec
     transform = EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean,
                               std=spec.std, interpolation=spec.interpolation)
-    config = EngineConfig(device=args.device, precision=args.precision, compile=args.compile, max_batch_size=max(sizes))
+    # Compiled: capture exactly the measured sizes, not every power of two below them.
+    config = EngineConfig(device=args.device, precision=args.precision, compile=args.compile, max_batch_size=max(sizes),
+                          batch_buckets=tuple(sorted(set(sizes))) if args.compile else None)
     engine = Engine(artifact.module, transform, config)
     engine.warmup()
     try:

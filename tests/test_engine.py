@@ -137,6 +137,35 @@ def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
     compiled.close()
 
 
+def test_compiled_engine_captures_only_the_chosen_buckets(small):
+    transform = _transform(small.spec)
+    eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
+    config = EngineConfig(device="cpu", max_batch_size=4, compile=True, batch_buckets=(1, 4))
+    compiled = Engine(_TinyNet().eval(), transform, config)
+    compiled.warmup()
+    assert compiled.buckets == [1, 4]
+    jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee")]  # 2 pads to 4
+    for a, b in zip(_run(eager, jobs), _run(compiled, jobs)):
+        assert a.indices == b.indices
+    eager.close()
+    compiled.close()
+
+
+@pytest.mark.parametrize(
+    ("buckets", "compile_", "rule"),
+    [
+        ((1, 8), False, "only applies with compile"),
+        ((8, 1), True, "increasing integers >= 1"),
+        ((0, 8), True, "increasing integers >= 1"),
+        ((1, 4, 4, 8), True, "increasing integers >= 1"),
+        ((1, 4), True, r"must equal max_batch_size \(8\)"),
+    ],
+)
+def test_bucket_rules_are_stated(buckets, compile_, rule):
+    with pytest.raises(ValueError, match=rule):
+        EngineConfig(device="cpu", max_batch_size=8, compile=compile_, batch_buckets=buckets)
+
+
 def test_config_rules_are_stated():
     with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
         EngineConfig(device="tpu")

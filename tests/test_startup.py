@@ -161,3 +161,10 @@ def test_storage_uris_outside_the_allow_list_are_refused(tmp_path, uri):
 
 def test_invalid_batching_flags_fail_the_start_with_the_rule(default_model_dir):
     _expect_start_failure(default_model_dir, "--max_batch_size", "0", fragments=("max_batch_size must be",))
+
+
+def test_batch_buckets_that_cannot_hold_the_largest_batch_fail_the_start_with_the_rule(default_model_dir):
+    _expect_start_failure(
+        default_model_dir, "--compile", "--max_batch_size", "8", "--batch_buckets", "1,4",
+        fragments=("the largest of batch_buckets must equal max_batch_size (8)",),
+    )
