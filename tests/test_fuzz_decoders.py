@@ -29,7 +29,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from PIL import Image
 
 from predictor import codec, v2_binary
-from predictor.imaging import check_image
+from predictor.imaging import check_image, header_size
 from predictor.limits import RequestLimits
 
 MODEL = codec.ModelShape(crop_size=8, num_classes=10, default_top_k=5)
@@ -482,3 +482,51 @@ def test_a_well_formed_v2_request_decodes_to_one_image_per_element(case: tuple[I
 @given(data=st.sampled_from(GOOD_IMAGES))
 def test_a_good_image_passes_check_image(data: bytes) -> None:
     assert check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio) in ("jpeg", "png", "webp")
+
+
+# ----------------------------------------------------------------------------- the JPEG header walk
+
+
+@st.composite
+def jpeg_files(draw) -> tuple[bytes, tuple[int, int]]:
+    """Real encoder output of many kinds: sizes, grayscale/RGB/CMYK, progressive, restart
+    intervals, optimised tables, subsampling, EXIF, ICC profile and comment segments."""
+    width, height = draw(st.integers(1, 70)), draw(st.integers(1, 70))
+    mode = draw(st.sampled_from(["L", "RGB", "CMYK"]))
+    seed = draw(st.integers(0, 2**16))
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, len(mode)), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
+    options: dict[str, Any] = {"quality": draw(st.integers(5, 100))}
+    if draw(st.booleans()):
+        options["progressive"] = True
+    if draw(st.booleans()):
+        options["optimize"] = True
+    if draw(st.booleans()):
+        options["restart_marker_blocks"] = draw(st.integers(1, 4))
+    if mode == "RGB":
+        options["subsampling"] = draw(st.sampled_from([0, 1, 2]))
+    if draw(st.booleans()):
+        options["exif"] = b"Exif\x00\x00" + bytes(draw(st.integers(0, 200)))
+    if draw(st.booleans()):
+        options["icc_profile"] = bytes(draw(st.integers(1, 3000)))
+    if draw(st.booleans()):
+        options["comment"] = b"x" * draw(st.integers(1, 300))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **options)
+    return buf.getvalue(), (width, height)
+
+
+@FUZZ
+@given(case=jpeg_files())
+def test_the_jpeg_header_walk_reads_the_size_the_encoder_wrote(case: tuple[bytes, tuple[int, int]]) -> None:
+    data, size = case
+    assert header_size(data, "jpeg") == size
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == size
+
+
+@FUZZ
+@given(case=jpeg_files(), cut=st.floats(0, 1))
+def test_a_truncated_jpeg_header_gives_the_size_or_invalid_input(case: tuple[bytes, tuple[int, int]], cut: float) -> None:
+    data, size = case
+    assert only_invalid_input(lambda: header_size(data[: int(len(data) * cut)], "jpeg")) in (size, None)
