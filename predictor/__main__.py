@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.handlers = list(kserve_logging.logger.handlers)
         logger.setLevel(kserve_logging.logger.level or logging.INFO)
         logger.propagate = False
+    if not args.enable_latency_logging:
+        # KServe's REST timing middleware logs two lines per request to this logger whatever
+        # the flag says; the flag is the operator's word on per-request latency lines.
+        kserve_logging.trace_logger.setLevel(logging.WARNING)
     try:
         limits = RequestLimits(
             max_body_bytes=args.max_body_bytes,

@@ -168,3 +168,23 @@ def test_batch_buckets_that_cannot_hold_the_largest_batch_fail_the_start_with_th
         default_model_dir, "--compile", "--max_batch_size", "8", "--batch_buckets", "1,4",
         fragments=("the largest of batch_buckets must equal max_batch_size (8)",),
     )
+
+
+def test_latency_log_lines_are_off_by_default_and_on_when_asked(tmp_path):
+    from predictor.__main__ import build_parser
+
+    from ._artifacts import make_small_artifact
+
+    assert build_parser().parse_args([]).enable_latency_logging is False
+    make_small_artifact(tmp_path / "small")
+    for flag, expect_lines in (("false", False), ("true", True)):
+        running = _server.start(tmp_path / "small", "--enable_latency_logging", flag)
+        try:
+            r = httpx.post(f"{running.base_url}/v1/models/{running.model_name}:predict",
+                           json={"instances": [{"b64": b64(jpeg("chelsea"))}]}, timeout=60)
+            assert r.status_code == 200, r.text
+        finally:
+            running.stop()
+        log = running.log()
+        assert ("kserve.trace" in log) is expect_lines, log[-2000:]
+        assert ("predict_ms" in log) is expect_lines, log[-2000:]
