@@ -94,7 +94,7 @@ class Supervisor:
         self._stopping = True
 
     def _spawn(self, index: int, env: dict[str, str]) -> _Worker:
-        process = subprocess.Popen(self.command, env=env)
+        process = subprocess.Popen(self.command, env=env, preexec_fn=_terminate_with_parent)
         logger.info("supervisor: worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process)
 
@@ -143,6 +143,16 @@ class Supervisor:
                 worker.process.kill()
                 worker.process.wait()
         return all(worker.process.returncode == 0 for worker in running)
+
+
+def _terminate_with_parent() -> None:
+    """In the worker, before exec: SIGTERM (a drain) when the supervisor dies, even by SIGKILL,
+    so no orphan keeps serving on the shared ports."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _mark_dead(pid: int, metrics_dir: str) -> None:

@@ -164,6 +164,18 @@ def test_sigterm_drains_every_worker_answers_all_in_flight_and_exits_0(tmp_path)
     assert running.log().count("drained") == WORKERS
 
 
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path):
+    make_small_artifact(tmp_path / "small")
+    running = _server.start(tmp_path / "small", "--workers", str(WORKERS))
+    workers = _wait_for_workers(running)
+    running.process.kill()  # SIGKILL: no chance to stop them itself
+    running.process.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [w.pid for w in alive]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{running.base_url}/v2/health/ready", timeout=2)
+
+
 def test_an_artifact_that_fails_to_load_in_the_workers_stops_the_supervisor_with_exit_2(default_model_dir, tmp_path):
     artifact = tmp_path / "broken"
     shutil.copytree(default_model_dir, artifact)
