@@ -14,7 +14,7 @@ from .engine import DEVICES, PRECISIONS, EngineConfig
 from .limits import RequestLimits
 from .model import BatchingConfig, ImageClassifier
 from .server import PredictorServer
-from .workers import Supervisor, worker_command
+from .workers import Supervisor, follow_supervisor, worker_command
 
 logger = logging.getLogger("predictor")
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    follow_supervisor()
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.configure_logging:

@@ -1,7 +1,8 @@
 """`--workers N`: N whole predictor processes sharing the REST and gRPC ports.
 
-One Python process spends most of a core on protocol work alone (about 0.8 ms of CPU per
-gRPC request, docs/BENCHMARKS.md), far short of 10,000 requests/s. KServe's own
+One Python process spends 0.5-0.7 ms of CPU on each gRPC request before any model work and
+uses about one core for it (the GIL): some 2,000 requests/s, far short of 10,000
+(docs/BENCHMARKS.md). KServe's own
 `--workers` forks only the REST server, with an app our hardening does not reach, and
 keeps gRPC in one process; so each worker here is a complete `python -m predictor`
 (its own model, batcher, REST and gRPC) in a fresh interpreter, which is CUDA-safe, and
@@ -22,10 +23,12 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+SUPERVISOR_PID_ENV = "PREDICTOR_SUPERVISOR_PID"
 
 # `python -m predictor` exits with this when its flags or artifact are bad: restarting
 # the same command cannot help.
@@ -42,7 +45,6 @@ class RestartPolicy:
 class _Worker:
     index: int
     process: subprocess.Popen
-    started_at: float = field(default_factory=time.monotonic)
 
 
 def worker_env(workers: int, metrics_dir: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,6 +52,7 @@ def worker_env(workers: int, metrics_dir: str, base: dict[str, str] | None = Non
     unless the operator already chose a thread count."""
     env = dict(os.environ if base is None else base)
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
     return env
@@ -79,7 +82,6 @@ class Supervisor:
         env = worker_env(self.workers, metrics_dir)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         running = [self._spawn(i, env) for i in range(self.workers)]
-        clean = False
         try:
             code = self._watch(running, env, metrics_dir)
         finally:
@@ -94,7 +96,7 @@ class Supervisor:
         self._stopping = True
 
     def _spawn(self, index: int, env: dict[str, str]) -> _Worker:
-        process = subprocess.Popen(self.command, env=env, preexec_fn=_terminate_with_parent)
+        process = subprocess.Popen(self.command, env=env)
         logger.info("supervisor: worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process)
 
@@ -145,14 +147,19 @@ class Supervisor:
         return all(worker.process.returncode == 0 for worker in running)
 
 
-def _terminate_with_parent() -> None:
-    """In the worker, before exec: SIGTERM (a drain) when the supervisor dies, even by SIGKILL,
-    so no orphan keeps serving on the shared ports."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def follow_supervisor() -> None:
+    """Called first thing in a worker: SIGTERM (a drain) when the supervisor dies, even by
+    SIGKILL, so no orphan keeps serving on the shared ports. (Set here rather than in a
+    preexec_fn, which is unsafe in a process with threads.)"""
+    supervisor_pid = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor_pid is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(supervisor_pid):  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _mark_dead(pid: int, metrics_dir: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -170,7 +171,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path):
     workers = _wait_for_workers(running)
     running.process.kill()  # SIGKILL: no chance to stop them itself
     running.process.wait(10)
-    gone, alive = psutil.wait_procs(workers, timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, [w.pid for w in alive]
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{running.base_url}/v2/health/ready", timeout=2)
@@ -280,6 +281,7 @@ def test_the_supervisor_needs_at_least_two_workers():
 def test_workers_split_the_cores_unless_the_operator_chose_a_thread_count(tmp_path):
     env = worker_env(2, str(tmp_path), base={})
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+    assert env["PREDICTOR_SUPERVISOR_PID"] == str(os.getpid())
     assert int(env["OMP_NUM_THREADS"]) == max(1, len(psutil.Process().cpu_affinity()) // 2)
     assert worker_env(2, str(tmp_path), base={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
 
