@@ -144,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.workers > 1:
         return supervisor.run()
-    server.start([model])
+    try:
+        server.start([model])
+    except OSError as e:  # a port that cannot be bound
+        logger.error("cannot start: %s", e)
+        return 2
     return 0
 
 

@@ -208,6 +208,17 @@ def bind_reuse_port(address: str, port: int) -> socket.socket:
     return sock
 
 
+def check_port_free(address: str, port: int, name: str) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the servers bind: TIME_WAIT leftovers do not count as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as e:
+            raise OSError(f"{name} cannot listen on {address}:{port}: {e.strerror or e}") from e
+
+
 class _RESTServer(RESTServer):
     def __init__(
         self,
@@ -278,8 +289,10 @@ class _GRPCServer(GRPCServer):
             InferenceServicer(self._data_plane, self._model_repository_extension), self._server
         )
         host = f"[{self._bind_address}]" if ":" in self._bind_address else self._bind_address
-        if self._server.add_insecure_port(f"{host}:{self._port}") == 0:
-            raise OSError(f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local")
+        try:
+            self._server.add_insecure_port(f"{host}:{self._port}")
+        except RuntimeError as e:
+            raise OSError(f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local") from e
         logger.info("gRPC server on %s:%d", host, self._port)
         await self._server.start()
         await self._server.wait_for_termination()
@@ -311,6 +324,12 @@ class PredictorServer(ModelServer):
             # reach; `python -m predictor --workers N` runs N whole servers instead (workers.py).
             raise ValueError("PredictorServer runs one process; use `python -m predictor --workers N` for more")
         self._register_and_check_atleast_one_model_is_ready(models)
+        if not self.reuse_port:
+            # Before either server starts: a taken port is then one clear line, not a
+            # half-started server cancelled with tracebacks.
+            check_port_free(self.bind_address, self.http_port, "REST")
+            if self.enable_grpc:
+                check_port_free(self.bind_address, self.grpc_port, "gRPC")
         self._rest_server = _RESTServer(
             FASTAPI_APP_IMPORT_STRING,
             self.dataplane,

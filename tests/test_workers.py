@@ -218,16 +218,19 @@ def test_fewer_than_one_worker_is_refused_with_the_rule(default_model_dir, worke
     assert "workers must be an integer >= 1" in log.read_text()
 
 
-def test_a_single_server_refuses_a_grpc_port_that_is_taken(tmp_path):
+def test_a_single_server_refuses_a_grpc_port_that_is_taken_in_one_line(tmp_path):
     make_small_artifact(tmp_path / "small")
     first = _server.start(tmp_path / "small")
     try:
-        second, *_ = _server.launch(tmp_path / "small", "--grpc_port", str(first.grpc_port))
+        second, _, _, log = _server.launch(tmp_path / "small", "--grpc_port", str(first.grpc_port))
         try:
-            assert second.wait(timeout=120) != 0
+            assert second.wait(timeout=120) == 2
         finally:
             if second.poll() is None:
                 second.kill()
+        text = log.read_text()
+        assert f"cannot start: gRPC cannot listen on 127.0.0.1:{first.grpc_port}: Address already in use" in text
+        assert "Traceback" not in text
         r = httpx.get(f"{first.base_url}/v2/models/{first.model_name}/ready", timeout=10)
         assert r.status_code == 200
     finally:
