@@ -4,7 +4,7 @@
 #   device: run(command="bash scripts/device/check.sh", carry=[".whl", "models/efficientnet-lite0"], timeout_s=600)
 # Every stage has its own time limit, so a slow one cannot starve the rest; results land in $OUT
 # (at most 8 files come back: the logs and the two bench.json).
-# Knobs (env): WORKERS=4 MBS=64 BUCKETS=1,8,32,64 MAX_LATENCY_MS=1 CLIENTS=4 CHANNELS=16 DURATION_S=8
+# Knobs (env): WORKERS=6 MBS=64 BUCKETS=1,8,32,64 MAX_LATENCY_MS=1 CLIENTS=4 CHANNELS=16 DURATION_S=8
 # MAX_LATENCY_MS is small because at concurrency 1 the first image of a batch would otherwise
 # wait for companions that never come; under load, batches form while the device is busy.
 set -uo pipefail
@@ -16,7 +16,7 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PREDICTOR_TEST_MODEL_DIR=$PWD/models/efficientnet-lite0
-WORKERS=${WORKERS:-4} MBS=${MBS:-64} BUCKETS=${BUCKETS:-1,8,32,64} MAX_LATENCY_MS=${MAX_LATENCY_MS:-1}
+WORKERS=${WORKERS:-6} MBS=${MBS:-64} BUCKETS=${BUCKETS:-1,8,32,64} MAX_LATENCY_MS=${MAX_LATENCY_MS:-1}
 CLIENTS=${CLIENTS:-4} CHANNELS=${CHANNELS:-16} DURATION_S=${DURATION_S:-8}
 
 stage() {  # name limit_s command...: log to $OUT/name.log, show its tail
