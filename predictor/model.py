@@ -71,14 +71,7 @@ class ImageClassifier(kserve.Model):
         )
         self._engine = Engine(self.artifact.module, transform, self.engine_config)
         self._engine.warmup()
-        self.batcher = DynamicBatcher(
-            self._engine,
-            max_batch_size=self.batching.max_batch_size,
-            max_latency_ms=self.batching.max_latency_ms,
-            max_queue_size=self.batching.max_queue_size,
-            request_timeout_ms=self.batching.request_timeout_ms,
-            max_concurrent_batches=self.batching.max_concurrent_batches,
-        )
+        self.batcher = DynamicBatcher(self._engine, **asdict(self.batching))
         self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
         logger.info(
             "model %s ready: %s (%s) from %s on %s/%s",
