@@ -45,8 +45,13 @@ serve: install model ## Serve the default model: REST on HTTP_PORT (8080), gRPC 
 	$(PYTHON) -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(SERVE_ARGS)
 
+.PHONY: lint
+lint: install ## Check formatting and lint (ruff)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
 .PHONY: test
-test: install ## Run the whole test suite (real servers on loopback, real artifacts)
+test: install lint ## Lint, then run the whole test suite (real servers on loopback, real artifacts)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench

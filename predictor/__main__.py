@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model_dir", default="/mnt/models", help="Local model artifact directory")
     parser.add_argument(
-        "--storage_uri", default=None,
+        "--storage_uri",
+        default=None,
         help="Where to fetch the artifact from (local path, file://, s3://, gs://, http(s)://) into --model_dir",
     )
     parser.add_argument("--bind_address", default="0.0.0.0", help="Address the REST and gRPC servers listen on")
@@ -47,17 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--precision", choices=PRECISIONS, default=None, help="default: bf16 on GPU, fp32 on CPU")
     engine.add_argument("--compile", action="store_true", help="torch.compile + CUDA graphs per batch bucket")
     engine.add_argument(
-        "--batch_buckets", type=_int_tuple, default=None,
-        help="With --compile: the batch sizes captured, e.g. 1,8,64,256 (default: powers of two up to --max_batch_size)",
+        "--batch_buckets",
+        type=_int_tuple,
+        default=None,
+        help="With --compile: the batch sizes captured, e.g. 1,8,64,256 "
+        "(default: powers of two up to --max_batch_size)",
     )
     engine.add_argument("--no_channels_last", dest="channels_last", action="store_false")
     engine.add_argument("--decode_threads", type=int, default=4, help="CPU image-decoding threads")
     batching = parser.add_argument_group("dynamic batching")
     batching.add_argument("--max_batch_size", type=int, default=32, help="Images per device batch")
-    batching.add_argument("--max_latency_ms", type=float, default=5.0, help="Longest the first image waits for companions")
-    batching.add_argument("--max_queue_size", type=int, default=1024, help="Images waiting; beyond it: 503 + Retry-After")
+    batching.add_argument(
+        "--max_latency_ms", type=float, default=5.0, help="Longest the first image waits for companions"
+    )
+    batching.add_argument(
+        "--max_queue_size", type=int, default=1024, help="Images waiting; beyond it: 503 + Retry-After"
+    )
     batching.add_argument("--request_timeout_ms", type=float, default=10_000.0, help="Queued longer than this: 504")
-    batching.add_argument("--max_concurrent_batches", type=int, default=2, help="Batches in flight (prepare overlaps inference)")
+    batching.add_argument(
+        "--max_concurrent_batches", type=int, default=2, help="Batches in flight (prepare overlaps inference)"
+    )
     limits = parser.add_argument_group("request limits")
     defaults = RequestLimits()
     limits.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)

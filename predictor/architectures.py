@@ -97,9 +97,7 @@ def default_preprocessing(name: str) -> Preprocessing:
             mean=LITE_MEAN,
             std=LITE_STD,
         )
-    return Preprocessing(
-        resize_size=256, crop_size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD
-    )
+    return Preprocessing(resize_size=256, crop_size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def packaged_weights_path(name: str) -> Path | None:

@@ -142,22 +142,16 @@ class ModelSpec:
         _reject_unknown_keys(d, source)
         schema_version = _int_field(d, "schema_version", source, minimum=1)
         if schema_version != SCHEMA_VERSION:
-            raise ArtifactError(
-                f"{source}: key 'schema_version': expected {SCHEMA_VERSION}, got {schema_version}"
-            )
+            raise ArtifactError(f"{source}: key 'schema_version': expected {SCHEMA_VERSION}, got {schema_version}")
         fmt = _choice_field(d, "format", source, FORMATS)
         num_classes = _int_field(d, "num_classes", source, minimum=1)
         resize_size = _int_field(d, "resize_size", source, minimum=1)
         crop_size = _int_field(d, "crop_size", source, minimum=1)
         if crop_size > resize_size:
-            raise ArtifactError(
-                f"{source}: key 'crop_size': expected <= resize_size ({resize_size}), got {crop_size}"
-            )
+            raise ArtifactError(f"{source}: key 'crop_size': expected <= resize_size ({resize_size}), got {crop_size}")
         top_k = _int_field(d, "top_k", source, minimum=1, default=min(DEFAULT_TOP_K, num_classes))
         if top_k > num_classes:
-            raise ArtifactError(
-                f"{source}: key 'top_k': expected 1..num_classes (1..{num_classes}), got {top_k}"
-            )
+            raise ArtifactError(f"{source}: key 'top_k': expected 1..num_classes (1..{num_classes}), got {top_k}")
         return cls(
             schema_version=schema_version,
             format=fmt,
@@ -206,8 +200,7 @@ def _reject_unknown_keys(d: Mapping[str, Any], source: str) -> None:
     unknown = sorted(str(k) for k in d if k not in _KNOWN_KEYS)
     if unknown:
         raise ArtifactError(
-            f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}: "
-            f"expected only {', '.join(_KNOWN_KEYS)}"
+            f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}: expected only {', '.join(_KNOWN_KEYS)}"
         )
 
 
@@ -222,9 +215,7 @@ def _field(d: Mapping[str, Any], key: str, source: str, default: Any = _MISSING)
     return default if value is None and default is not _MISSING else value
 
 
-def _int_field(
-    d: Mapping[str, Any], key: str, source: str, *, minimum: int, default: Any = _MISSING
-) -> int:
+def _int_field(d: Mapping[str, Any], key: str, source: str, *, minimum: int, default: Any = _MISSING) -> int:
     value = _field(d, key, source, default)
     # bool is an int subclass in Python; `true` is never a valid size.
     if not isinstance(value, int) or isinstance(value, bool):
@@ -361,9 +352,7 @@ def read_labels(path: Path, num_classes: int) -> tuple[str, ...]:
         if not label:
             raise ArtifactError(f"{path}: line {number}: expected a class name, got an empty line")
     if len(labels) != num_classes:
-        raise ArtifactError(
-            f"{path}: expected {num_classes} labels (num_classes in {MODEL_JSON}), found {len(labels)}"
-        )
+        raise ArtifactError(f"{path}: expected {num_classes} labels (num_classes in {MODEL_JSON}), found {len(labels)}")
     return labels
 
 
@@ -378,9 +367,7 @@ def file_sha256(path: Path) -> str:
 def verify_sha256(path: Path, expected: str) -> None:
     actual = file_sha256(path)
     if actual != expected.lower():
-        raise ArtifactError(
-            f"{path}: sha256 mismatch: expected {expected.lower()} (from {MODEL_JSON}), got {actual}"
-        )
+        raise ArtifactError(f"{path}: sha256 mismatch: expected {expected.lower()} (from {MODEL_JSON}), got {actual}")
 
 
 def read_state_dict(path: Path, fmt: str | None = None) -> dict[str, torch.Tensor]:
@@ -404,13 +391,13 @@ def read_state_dict(path: Path, fmt: str | None = None) -> dict[str, torch.Tenso
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise ArtifactError(
-            f"{path}: expected a state_dict (mapping of names to tensors), got {_type_name(state)}"
-        )
+        raise ArtifactError(f"{path}: expected a state_dict (mapping of names to tensors), got {_type_name(state)}")
     return dict(state)
 
 
-def build_with_weights(architecture: str, num_classes: int, state: Mapping[str, torch.Tensor], path: Path) -> torch.nn.Module:
+def build_with_weights(
+    architecture: str, num_classes: int, state: Mapping[str, torch.Tensor], path: Path
+) -> torch.nn.Module:
     try:
         model = architectures.build_model(architecture, num_classes)
     except ValueError as e:
@@ -483,8 +470,7 @@ def check_output_shape(module: torch.nn.Module, spec: ModelSpec, path: Path) -> 
             output = module(batch)
     except Exception as e:
         raise ArtifactError(
-            f"{path}: expected output {expected} for an input {list(batch.shape)}, "
-            f"but the forward pass failed: {e}"
+            f"{path}: expected output {expected} for an input {list(batch.shape)}, but the forward pass failed: {e}"
         ) from e
     if not isinstance(output, torch.Tensor):
         raise ArtifactError(f"{path}: expected a logits tensor {expected}, got {_type_name(output)}")
@@ -494,7 +480,9 @@ def check_output_shape(module: torch.nn.Module, spec: ModelSpec, path: Path) -> 
             f"{MODEL_JSON}), got {list(output.shape)}: wrong num_classes or architecture?"
         )
     if not output.is_floating_point() or not torch.isfinite(output).all():
-        raise ArtifactError(f"{path}: expected finite floating-point logits, got dtype {output.dtype} with non-finite values")
+        raise ArtifactError(
+            f"{path}: expected finite floating-point logits, got dtype {output.dtype} with non-finite values"
+        )
 
 
 # --------------------------------------------------------------------------- .pt2 vetting
@@ -580,7 +568,9 @@ def _find_expr_strings(node: Any) -> Iterator[str]:
             stack.extend(item)
 
 
-_SYMPY_OPS = frozenset({"(", ")", ",", "=", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"})
+_SYMPY_OPS = frozenset(
+    {"(", ")", ",", "=", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"}
+)
 _SYMBOL_NAME = re.compile(r"[a-z]+\d+")
 _STRING_LITERAL = re.compile(r"""(['"])[A-Za-z0-9_.+-]*\1""")
 _IGNORED_TOKENS = frozenset({tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER})
@@ -625,8 +615,29 @@ def _vet_sympy_expression(expr: str, where: str) -> None:
 
 
 def _safe_python_targets() -> frozenset[Any]:
-    names = ("getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos",
-             "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "abs")
+    names = (
+        "getitem",
+        "add",
+        "sub",
+        "mul",
+        "truediv",
+        "floordiv",
+        "mod",
+        "pow",
+        "neg",
+        "pos",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "and_",
+        "or_",
+        "xor",
+        "not_",
+        "abs",
+    )
     torch_names = ("sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_ite", "sym_sum", "_assert", "_check")
     targets = {getattr(operator, n) for n in names}
     targets |= {getattr(torch, n) for n in torch_names if hasattr(torch, n)}
@@ -644,7 +655,9 @@ def _check_graph_calls(module: torch.nn.Module, path: Path) -> None:
             continue
         for node in graph.nodes:
             if node.op == "call_method":
-                raise ArtifactError(f"{path}: graph node {node.name!r} calls method {node.target!r}; expected only operators")
+                raise ArtifactError(
+                    f"{path}: graph node {node.name!r} calls method {node.target!r}; expected only operators"
+                )
             if node.op != "call_function":
                 continue
             target = node.target
@@ -678,7 +691,7 @@ def fetch(storage_uri: str | None, model_dir: str) -> Path:
 
 def _fetch_local(storage_uri: str, model_dir: Path) -> Path:
     # Same rule as KServe: strip a file:// prefix, the rest is a path.
-    local = Path(storage_uri[len("file://"):] if storage_uri.startswith("file://") else storage_uri)
+    local = Path(storage_uri[len("file://") :] if storage_uri.startswith("file://") else storage_uri)
     if local.is_dir():
         return _artifact_root(local, storage_uri)
     if local.is_file() and _is_archive_name(local.name):
@@ -759,9 +772,7 @@ def _is_archive_name(name: str) -> bool:
 
 def _visible_entries(directory: Path) -> list[Path]:
     # Archive tools add clutter (._* AppleDouble files, __MACOSX) that is not part of an artifact.
-    return sorted(
-        p for p in directory.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"
-    )
+    return sorted(p for p in directory.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX")
 
 
 def _artifact_root(directory: Path, storage_uri: str) -> Path:
@@ -813,7 +824,8 @@ def _extract_tar(archive: Path, target: Path) -> None:
             _check_member_name(archive, member.name)
             if not (member.isfile() or member.isdir()):
                 raise ArtifactError(
-                    f"{archive}: member {member.name!r} is a link or special file: expected only regular files and directories"
+                    f"{archive}: member {member.name!r} is a link or special file: "
+                    "expected only regular files and directories"
                 )
         # The "data" filter re-checks each path and drops unsafe permission bits as a second line.
         tar.extractall(target, members=members, filter="data")
@@ -827,7 +839,8 @@ def _extract_zip(archive: Path, target: Path) -> None:
             unix_mode = info.external_attr >> 16
             if unix_mode and (unix_mode & 0o170000) not in (0, 0o100000, 0o040000):
                 raise ArtifactError(
-                    f"{archive}: member {info.filename!r} is a link or special file: expected only regular files and directories"
+                    f"{archive}: member {info.filename!r} is a link or special file: "
+                    "expected only regular files and directories"
                 )
         root = target.resolve()
         for info in infos:

@@ -106,19 +106,12 @@ def check_settings(
         raise ValueError(f"max_latency_ms must be a number >= 0, got {max_latency_ms!r}")
     if not _is_int(max_queue_size) or max_queue_size < max_batch_size:
         raise ValueError(
-            "max_queue_size must be an integer >= max_batch_size "
-            f"({max_batch_size}), got {max_queue_size!r}"
+            f"max_queue_size must be an integer >= max_batch_size ({max_batch_size}), got {max_queue_size!r}"
         )
-    if request_timeout_ms is not None and (
-        not _is_number(request_timeout_ms) or not request_timeout_ms > 0
-    ):
-        raise ValueError(
-            f"request_timeout_ms must be None or a number > 0, got {request_timeout_ms!r}"
-        )
+    if request_timeout_ms is not None and (not _is_number(request_timeout_ms) or not request_timeout_ms > 0):
+        raise ValueError(f"request_timeout_ms must be None or a number > 0, got {request_timeout_ms!r}")
     if not _is_int(max_concurrent_batches) or max_concurrent_batches < 1:
-        raise ValueError(
-            f"max_concurrent_batches must be an integer >= 1, got {max_concurrent_batches!r}"
-        )
+        raise ValueError(f"max_concurrent_batches must be an integer >= 1, got {max_concurrent_batches!r}")
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -184,9 +177,7 @@ class DynamicBatcher(Generic[T, R]):
     def start(self) -> None:
         """Start the dispatcher on the running loop; `submit` does this itself."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="DynamicBatcher.dispatcher"
-            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="DynamicBatcher.dispatcher")
 
     async def submit(self, items: Sequence[T], timeout_ms: float | None = None) -> list[R]:
         """Batch `items` with other requests' and return their results in order.
@@ -215,9 +206,7 @@ class DynamicBatcher(Generic[T, R]):
         timeout = self._request_timeout_ms if timeout_ms is None else timeout_ms
         if timeout is not None and timeout <= 0:
             EXPIRED.inc(size)
-            raise DeadlineExceeded(
-                f"request timeout of {timeout:g} ms had passed before it was queued"
-            )
+            raise DeadlineExceeded(f"request timeout of {timeout:g} ms had passed before it was queued")
 
         self.start()
         loop = asyncio.get_running_loop()
@@ -325,7 +314,7 @@ class DynamicBatcher(Generic[T, R]):
             INFLIGHT_BATCHES.dec()
             self._slots.release()
         outcomes: Sequence[R | BaseException] = results if error is None else [error] * len(batch)
-        for item, outcome in zip(batch, outcomes):
+        for item, outcome in zip(batch, outcomes, strict=False):
             item.request.finish(item.index, outcome)
         if error is not None and not isinstance(error, Exception):
             raise error  # cancellation or interpreter exit: let it propagate

@@ -146,9 +146,7 @@ def _v1_instance(i: int, inst: Any, model: ModelShape, limits: RequestLimits) ->
         _check_chw(array.shape, model, where=where)
         _check_finite(array, where=where)
         return PreprocessedImage(torch.from_numpy(array))
-    raise InvalidInput(
-        f"{where} must be an object with a base64 image or a [3, S, S] array, got {type(inst).__name__}"
-    )
+    raise InvalidInput(f"{where} must be an object with a base64 image or a [3, S, S] array, got {type(inst).__name__}")
 
 
 def encode_v1(predictions: list[Prediction], labels: tuple[str, ...]) -> dict:
@@ -328,7 +326,9 @@ def _v2_pixels(array: np.ndarray, name: str, limits: RequestLimits) -> list[Imag
             f"got shape {list(array.shape)}"
         )
     try:
-        check_size(array.shape[2], array.shape[1], max_pixels=limits.max_image_pixels, max_aspect_ratio=limits.max_aspect_ratio)
+        check_size(
+            array.shape[2], array.shape[1], max_pixels=limits.max_image_pixels, max_aspect_ratio=limits.max_aspect_ratio
+        )
     except InvalidInput as e:
         raise InvalidInput(f"input {name!r}: {e.reason}") from e
     images: list[Image] = []
@@ -394,7 +394,10 @@ def encode_v2(
             # Triton's classification extension: "score:index:label" strings, k per image.
             data = np.array(
                 [
-                    [f"{s:f}:{i}:{labels[i]}".encode() for s, i in zip(p.probabilities[: out.class_count], p.indices[: out.class_count])]
+                    [
+                        f"{s:f}:{i}:{labels[i]}".encode()
+                        for s, i in zip(p.probabilities[: out.class_count], p.indices[: out.class_count], strict=False)
+                    ]
                     for p in predictions
                 ],
                 dtype=np.object_,
@@ -417,9 +420,7 @@ def encode_v2(
         infer_outputs=tensors,
         from_grpc=request.from_grpc,
         use_binary_outputs=binary,
-        requested_outputs=[
-            RequestedOutput(o.name, parameters={"binary_data": o.binary}) for o in decoded.outputs
-        ],
+        requested_outputs=[RequestedOutput(o.name, parameters={"binary_data": o.binary}) for o in decoded.outputs],
     )
 
 
@@ -437,9 +438,7 @@ def _check_count(count: int, limits: RequestLimits, *, what: str) -> None:
 
 def _check_elements(count: int, limits: RequestLimits, *, where: str) -> None:
     if count > limits.max_tensor_elements:
-        raise InvalidInput(
-            f"{where} has {count} elements, more than max_tensor_elements={limits.max_tensor_elements}"
-        )
+        raise InvalidInput(f"{where} has {count} elements, more than max_tensor_elements={limits.max_tensor_elements}")
 
 
 def _check_chw(shape: tuple[int, ...], model: ModelShape, *, where: str, batch: bool = False) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AbstractContextManager, nullcontext
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -144,7 +144,10 @@ class Engine:
         self._device_pool.submit(self._warmup, sizes).result()
         logger.info(
             "engine warm: device=%s precision=%s compile=%s shapes=%s",
-            self.device, self.precision, self.config.compile, sizes,
+            self.device,
+            self.precision,
+            self.config.compile,
+            sizes,
         )
 
     def _warmup(self, sizes: list[int]) -> None:
@@ -170,6 +173,7 @@ class Engine:
 
     def predict_tensor(self, x: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Engine-only path (benchmarks): a preprocessed batch in, (probabilities, indices) out."""
+
         def run() -> tuple[torch.Tensor, torch.Tensor]:
             with _on(self._compute_stream):
                 batch = x.to(self.device, dtype=self.dtype, non_blocking=True)
@@ -212,7 +216,7 @@ class Engine:
         if self._cuda:
             jpegs = [i for i, data in encoded.items() if sniff_format(data) == "jpeg"]
             if jpegs:
-                for i, result in zip(jpegs, decode_jpegs_gpu([encoded[i] for i in jpegs], self.device)):
+                for i, result in zip(jpegs, decode_jpegs_gpu([encoded[i] for i in jpegs], self.device), strict=False):
                     if isinstance(result, Exception):
                         errors[i] = result
                     else:
@@ -250,7 +254,7 @@ class Engine:
             except Exception as e:  # one bad group must not fail the rest of the batch
                 errors.update((i, e) for i, _ in members)
                 continue
-            rows.update((i, row) for (i, _), row in zip(members, out))
+            rows.update((i, row) for (i, _), row in zip(members, out, strict=False))
         return rows
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:

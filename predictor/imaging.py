@@ -110,8 +110,7 @@ def check_image(
         )
     if fmt not in allowed:
         raise InvalidInput(
-            f"image format {fmt.upper()} is not supported; expected one of "
-            f"{', '.join(a.upper() for a in allowed)}"
+            f"image format {fmt.upper()} is not supported; expected one of {', '.join(a.upper() for a in allowed)}"
         )
     width, height = header_size(data, fmt)
     if width <= 0 or height <= 0:
@@ -127,9 +126,7 @@ def check_size(width: int, height: int, *, max_pixels: int, max_aspect_ratio: fl
             f"limit of {max_pixels} pixels (max_image_pixels)"
         )
     if max(width, height) > max_aspect_ratio * min(width, height):
-        raise InvalidInput(
-            f"image is {width}x{height}, an aspect ratio above max_aspect_ratio={max_aspect_ratio:g}"
-        )
+        raise InvalidInput(f"image is {width}x{height}, an aspect ratio above max_aspect_ratio={max_aspect_ratio:g}")
 
 
 def decode_cpu(data: bytes) -> torch.Tensor:

@@ -12,12 +12,23 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
-BATCH_SIZE = Histogram(
-    "predictor_batch_size", "Images per device batch", buckets=_BATCH_BUCKETS
-)
+BATCH_SIZE = Histogram("predictor_batch_size", "Images per device batch", buckets=_BATCH_BUCKETS)
 QUEUE_WAIT_SECONDS = Histogram(
     "predictor_queue_wait_seconds",
     "Time an image waited in the batching queue before its batch was dispatched",
@@ -39,25 +50,19 @@ REQUESTS = Counter(
     "Inference requests by outcome",
     ["status"],  # ok | invalid | busy | timeout | error
 )
-QUEUE_DEPTH = Gauge(
-    "predictor_queue_depth", "Images waiting in the batching queue", multiprocess_mode="livesum"
-)
+QUEUE_DEPTH = Gauge("predictor_queue_depth", "Images waiting in the batching queue", multiprocess_mode="livesum")
 INFLIGHT_REQUESTS = Gauge(
     "predictor_inflight_requests", "Inference requests being served right now", multiprocess_mode="livesum"
 )
 INFLIGHT_BATCHES = Gauge(
     "predictor_inflight_batches", "Batches between dispatch and completion", multiprocess_mode="livesum"
 )
-REJECTED = Counter(
-    "predictor_rejected_total", "Requests rejected at once because the queue was full"
-)
+REJECTED = Counter("predictor_rejected_total", "Requests rejected at once because the queue was full")
 EXPIRED = Counter(
     "predictor_expired_total",
     "Images dropped before any device work because their request's deadline passed",
 )
-OOM_SPLITS = Counter(
-    "predictor_oom_splits_total", "Batches split and retried after device out-of-memory"
-)
+OOM_SPLITS = Counter("predictor_oom_splits_total", "Batches split and retried after device out-of-memory")
 DEVICE_MEMORY_BYTES = Gauge(
     "predictor_device_memory_bytes",
     "Device memory allocated by the model (summed over workers, which share the device)",

@@ -75,8 +75,12 @@ class ImageClassifier(kserve.Model):
         self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
         logger.info(
             "model %s ready: %s (%s) from %s on %s/%s",
-            self.name, spec.architecture or spec.format, spec.format, directory,
-            self._engine.device, self._engine.precision,
+            self.name,
+            spec.architecture or spec.format,
+            spec.format,
+            directory,
+            self._engine.device,
+            self._engine.precision,
         )
         self.ready = True
         return self.ready
@@ -163,8 +167,7 @@ class ImageClassifier(kserve.Model):
 
     def get_output_types(self) -> list[dict]:
         return [
-            {"name": name, "datatype": datatype, "shape": [-1, -1]}
-            for name, datatype in codec.OUTPUT_DATATYPES.items()
+            {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
         ]
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from concurrent import futures
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -94,7 +95,9 @@ class BodySizeLimit:
                     await _json(send, 400, "Content-Length must be a non-negative integer")
                     return
                 if declared > self.max_body_bytes:
-                    await _json(send, 413, f"request body is {declared} bytes, more than max_body_bytes={self.max_body_bytes}")
+                    await _json(
+                        send, 413, f"request body is {declared} bytes, more than max_body_bytes={self.max_body_bytes}"
+                    )
                     return
         received = 0
 
@@ -292,7 +295,9 @@ class _GRPCServer(GRPCServer):
         try:
             self._server.add_insecure_port(f"{host}:{self._port}")
         except RuntimeError as e:
-            raise OSError(f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local") from e
+            raise OSError(
+                f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local"
+            ) from e
         logger.info("gRPC server on %s:%d", host, self._port)
         await self._server.start()
         await self._server.wait_for_termination()
@@ -383,4 +388,3 @@ class PredictorServer(ModelServer):
         if self._grpc_server is not None:
             await self._grpc_server.stop()
         logger.info("drained")
-

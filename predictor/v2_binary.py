@@ -54,7 +54,10 @@ def parse(body: bytes, headers: dict[str, str], model_name: str) -> InferRequest
     outputs = header.get("outputs")
     if outputs is not None and not (
         isinstance(outputs, list)
-        and all(isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters") or {}, dict) for o in outputs)
+        and all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters") or {}, dict)
+            for o in outputs
+        )
     ):
         raise InvalidInput('"outputs" must be a list of objects with a "name" and optional "parameters" object')
     parameters = header.get("parameters")
@@ -78,7 +81,7 @@ def _input(spec: Any, i: int, body: bytes, offset: int) -> tuple[InferInput, int
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise InvalidInput(f'inputs[{i}] needs a string "name" and "datatype"')
     if not isinstance(shape, list):
-        raise InvalidInput(f"input {name!r} needs a \"shape\" list")
+        raise InvalidInput(f'input {name!r} needs a "shape" list')
     parameters = spec.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput(f"input {name!r} parameters must be an object")
@@ -86,7 +89,7 @@ def _input(spec: Any, i: int, body: bytes, offset: int) -> tuple[InferInput, int
     size = parameters.get("binary_data_size")
     if size is None:
         if "data" not in spec:
-            raise InvalidInput(f"input {name!r} has neither \"data\" nor a binary_data_size parameter")
+            raise InvalidInput(f'input {name!r} has neither "data" nor a binary_data_size parameter')
         tensor.data = spec["data"]
         return tensor, offset
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:

@@ -114,7 +114,10 @@ class Supervisor:
                 if not self._may_restart():
                     logger.error(
                         "supervisor: worker %d exited with %d after %d restarts within %.0f s; giving up",
-                        worker.index, code, len(self._restarts), self.restart_policy.window_s,
+                        worker.index,
+                        code,
+                        len(self._restarts),
+                        self.restart_policy.window_s,
                     )
                     return 1
                 logger.warning("supervisor: worker %d exited with %d; restarting it", worker.index, code)
@@ -173,6 +176,15 @@ def worker_command(argv: Sequence[str], model_dir: str) -> list[str]:
     """The worker's command line: the same flags, and later ones that win (argparse keeps the last):
     one process, shared ports, and the artifact the supervisor already fetched."""
     return [
-        sys.executable, "-m", "predictor", *argv,
-        "--workers", "1", "--reuse_port", "--model_dir", model_dir, "--storage_uri", "",
+        sys.executable,
+        "-m",
+        "predictor",
+        *argv,
+        "--workers",
+        "1",
+        "--reuse_port",
+        "--model_dir",
+        model_dir,
+        "--storage_uri",
+        "",
     ]

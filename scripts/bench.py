@@ -3,7 +3,8 @@
 
     python scripts/bench.py --model_dir models/efficientnet-lite0                  # `make bench`
     python scripts/bench.py --model_dir /tmp/lite0 --protocols grpc,rest,v1 --concurrency 1,8,32 --duration_s 10
-    python scripts/bench.py --model_dir models/resnet50 --engine_only --engine_batch_size 256 --device cuda --precision bf16 --compile
+    python scripts/bench.py --model_dir models/resnet50 --engine_only --engine_batch_size 256 \
+        --device cuda --precision bf16 --compile
     python scripts/bench.py --server_url http://host:8080 --grpc_url host:8081 --model_name NAME   # a running server
 
 Network mode starts two servers on loopback (`--max_batch_size N` and `--max_batch_size 1`), then
@@ -33,9 +34,9 @@ import itertools
 import json
 import multiprocessing
 import os
-import shlex
 import platform
 import resource
+import shlex
 import signal
 import socket
 import statistics
@@ -81,38 +82,70 @@ def _protocol_list(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     unknown = sorted(set(values) - set(PROTOCOLS))
     if not values or unknown:
-        raise argparse.ArgumentTypeError(f"protocols are a comma-separated subset of {','.join(PROTOCOLS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"protocols are a comma-separated subset of {','.join(PROTOCOLS)}, got {text!r}"
+        )
     return values
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_dir", help="Model artifact; needed unless --server_url is given (then only for engine mode)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--model_dir", help="Model artifact; needed unless --server_url is given (then only for engine mode)"
+    )
     p.add_argument("--model_name", default="efficientnet-lite0", help="Name the model is served under")
-    p.add_argument("--protocols", type=_protocol_list, default=list(PROTOCOLS), help="grpc: v2 gRPC; rest: v2 REST binary; v1: v1 JSON base64")
+    p.add_argument(
+        "--protocols",
+        type=_protocol_list,
+        default=list(PROTOCOLS),
+        help="grpc: v2 gRPC; rest: v2 REST binary; v1: v1 JSON base64",
+    )
     p.add_argument("--concurrency", type=_int_list, default=[1, 8, 32], help="Closed-loop clients per step")
     p.add_argument("--duration_s", type=float, default=10.0, help="Measured time per step (and per engine variant)")
     p.add_argument("--warmup_s", type=float, default=2.0, help="Unmeasured load before each step's window")
     p.add_argument("--repeats", type=int, default=1, help="Runs of every step; the summary takes medians")
-    p.add_argument("--max_requests", type=int, default=100_000, help="Per step: the window closes early at this many requests")
+    p.add_argument(
+        "--max_requests", type=int, default=100_000, help="Per step: the window closes early at this many requests"
+    )
     p.add_argument("--max_batch_size", type=int, default=32, help="Batched server (the baseline always has 1)")
     p.add_argument("--max_latency_ms", type=float, default=5.0)
-    p.add_argument("--client_processes", type=int, default=1, help="Spread the clients over this many processes (for rates one Python process cannot send)")
-    p.add_argument("--grpc_channels", type=int, default=1, help="gRPC connections the clients share; use several with --workers")
-    p.add_argument("--server_args", default="", help="More predictor flags for both servers, e.g. '--max_concurrent_batches 1'")
+    p.add_argument(
+        "--client_processes",
+        type=int,
+        default=1,
+        help="Spread the clients over this many processes (for rates one Python process cannot send)",
+    )
+    p.add_argument(
+        "--grpc_channels", type=int, default=1, help="gRPC connections the clients share; use several with --workers"
+    )
+    p.add_argument(
+        "--server_args", default="", help="More predictor flags for both servers, e.g. '--max_concurrent_batches 1'"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="default: the server's (bf16 GPU, fp32 CPU)")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default=None, help="default: the server's (bf16 GPU, fp32 CPU)"
+    )
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--batch_buckets", default=None, help="With --compile, the batched server's buckets, e.g. 1,16,64,256")
-    p.add_argument("--image", default="chelsea", help="chelsea (451x300 JPEG), chelsea-500x375, or a JPEG/PNG/WebP file")
+    p.add_argument(
+        "--batch_buckets", default=None, help="With --compile, the batched server's buckets, e.g. 1,16,64,256"
+    )
+    p.add_argument(
+        "--image", default="chelsea", help="chelsea (451x300 JPEG), chelsea-500x375, or a JPEG/PNG/WebP file"
+    )
     p.add_argument("--engine_only", action="store_true", help="Only the engine comparison, no servers")
     p.add_argument("--skip_engine", action="store_true", help="Only the network benchmark")
     p.add_argument("--engine_batch_size", type=_int_list, default=None, help="default: 1 and --max_batch_size")
     p.add_argument("--profile", action="store_true", help="Engine mode: torch.profiler's top operators per batch size")
     p.add_argument("--skip_baseline", action="store_true", help="No max_batch_size=1 server")
     p.add_argument("--output_dir", default="bench-results")
-    p.add_argument("--server_url", default=None, help="Bench this running server (REST base URL) instead of starting one")
-    p.add_argument("--grpc_url", default=None, help="host:port of its gRPC endpoint; default: --server_url's host, port 8081")
+    p.add_argument(
+        "--server_url", default=None, help="Bench this running server (REST base URL) instead of starting one"
+    )
+    p.add_argument(
+        "--grpc_url", default=None, help="host:port of its gRPC endpoint; default: --server_url's host, port 8081"
+    )
     return p
 
 
@@ -124,8 +157,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.skip_engine = args.skip_engine or (args.model_dir is None and not args.engine_only)
     if not args.model_dir and (args.server_url is None or args.engine_only):
         parser.error("--model_dir is required (it may be omitted only with --server_url)")
-    if min(args.duration_s, args.repeats, args.max_requests, args.max_batch_size, args.grpc_channels, args.client_processes) <= 0 or args.warmup_s < 0:
-        parser.error("--duration_s, --repeats, --max_requests, --max_batch_size, --grpc_channels, --client_processes must be > 0 and --warmup_s >= 0")
+    if (
+        min(
+            args.duration_s,
+            args.repeats,
+            args.max_requests,
+            args.max_batch_size,
+            args.grpc_channels,
+            args.client_processes,
+        )
+        <= 0
+        or args.warmup_s < 0
+    ):
+        parser.error(
+            "--duration_s, --repeats, --max_requests, --max_batch_size, --grpc_channels, --client_processes "
+            "must be > 0 and --warmup_s >= 0"
+        )
 
 
 # ----------------------------------------------------------------------------- machine and image
@@ -203,8 +250,12 @@ def rest_binary_body(image: bytes) -> tuple[bytes, dict[str, str]]:
     """v2 binary data extension: the JSON header, then the raw input; outputs come back binary too."""
     element = _bytes_element(image)
     header = {
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(element)}}],
-        "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in ("class_names", "probabilities", "class_indices")],
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(element)}}
+        ],
+        "outputs": [
+            {"name": n, "parameters": {"binary_data": True}} for n in ("class_names", "probabilities", "class_indices")
+        ],
     }
     head = json.dumps(header).encode()
     headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
@@ -411,8 +462,12 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, float | None]:
     if not latencies_ms:
         return {"p50": None, "p90": None, "p99": None, "mean": None}
     p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
-    return {"p50": round(float(p50), 2), "p90": round(float(p90), 2), "p99": round(float(p99), 2),
-            "mean": round(statistics.fmean(latencies_ms), 2)}
+    return {
+        "p50": round(float(p50), 2),
+        "p90": round(float(p90), 2),
+        "p99": round(float(p99), 2),
+        "mean": round(statistics.fmean(latencies_ms), 2),
+    }
 
 
 def _client_cpu_s() -> float:
@@ -450,8 +505,14 @@ async def _client_loop(send: Sender, state: _StepState, max_requests: int) -> No
 
 
 async def run_step(
-    send: Sender, *, concurrency: int, warmup_s: float, duration_s: float, max_requests: int,
-    metrics: Callable[[], Awaitable[Snapshot | None]], server_cpu_s: Callable[[], float | None],
+    send: Sender,
+    *,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    max_requests: int,
+    metrics: Callable[[], Awaitable[Snapshot | None]],
+    server_cpu_s: Callable[[], float | None],
 ) -> tuple[float, list[float], Counter, tuple[Snapshot | None, Snapshot | None], dict[str, float | None]]:
     """Closed loop: `concurrency` clients back to back; measured from the end of warm-up until
     duration_s passes or max_requests are sent.
@@ -492,8 +553,15 @@ def _import_client_libraries() -> None:
 
 
 async def run_step_in_processes(
-    pool: ProcessPoolExecutor, spec: ClientSpec, processes: int, *, concurrency: int, warmup_s: float,
-    duration_s: float, max_requests: int, metrics: Callable[[], Awaitable[Snapshot | None]],
+    pool: ProcessPoolExecutor,
+    spec: ClientSpec,
+    processes: int,
+    *,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    max_requests: int,
+    metrics: Callable[[], Awaitable[Snapshot | None]],
     server_cpu_s: Callable[[], float | None],
 ) -> tuple[float, list[float], Counter, tuple[Snapshot | None, Snapshot | None], dict[str, float | None]]:
     """run_step with the clients spread over `processes` processes, for rates one Python client
@@ -504,8 +572,16 @@ async def run_step_in_processes(
     window_start, window_end = start_at + warmup_s, start_at + warmup_s + duration_s
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     futures = [
-        loop.run_in_executor(pool, _client_process, spec.share(processes), share, start_at, window_start, window_end,
-                             max(1, max_requests // processes))
+        loop.run_in_executor(
+            pool,
+            _client_process,
+            spec.share(processes),
+            share,
+            start_at,
+            window_start,
+            window_end,
+            max(1, max_requests // processes),
+        )
         for share in shares
     ]
     await asyncio.sleep(max(0.0, window_start - time.time()))
@@ -517,7 +593,9 @@ async def run_step_in_processes(
     results = await asyncio.gather(*futures)
     late_s = max(r["late_s"] for r in results)
     if late_s > 0:
-        raise RuntimeError(f"a client process started {late_s:.2f} s after the measured window opened; raise --warmup_s")
+        raise RuntimeError(
+            f"a client process started {late_s:.2f} s after the measured window opened; raise --warmup_s"
+        )
     latencies_ms = [lat for r in results for lat in r["latencies_ms"]]
     errors: Counter = sum((Counter(r["errors"]) for r in results), Counter())
     client_cpu_s = sum(r["cpu_s"] for r in results)
@@ -525,14 +603,16 @@ async def run_step_in_processes(
     return duration_s, latencies_ms, errors, (before, after), cpu
 
 
-def _client_process(spec: ClientSpec, concurrency: int, start_at: float, window_start: float, window_end: float,
-                    max_requests: int) -> dict[str, Any]:
+def _client_process(
+    spec: ClientSpec, concurrency: int, start_at: float, window_start: float, window_end: float, max_requests: int
+) -> dict[str, Any]:
     """One client process's share of a step (runs in a pool process)."""
     return asyncio.run(_client_process_step(spec, concurrency, start_at, window_start, window_end, max_requests))
 
 
-async def _client_process_step(spec: ClientSpec, concurrency: int, start_at: float, window_start: float,
-                               window_end: float, max_requests: int) -> dict[str, Any]:
+async def _client_process_step(
+    spec: ClientSpec, concurrency: int, start_at: float, window_start: float, window_end: float, max_requests: int
+) -> dict[str, Any]:
     client = build_client(spec)
     state = _StepState()
     late_s = max(0.0, time.time() - window_start)
@@ -548,10 +628,17 @@ async def _client_process_step(spec: ClientSpec, concurrency: int, start_at: flo
     finally:
         await client.close()
     latencies_ms = [lat * 1000 for finished, lat in state.latencies if measured_from <= finished <= measured_to]
-    return {"latencies_ms": latencies_ms, "errors": dict(state.errors), "cpu_s": cpu_after - cpu_before, "late_s": late_s}
+    return {
+        "latencies_ms": latencies_ms,
+        "errors": dict(state.errors),
+        "cpu_s": cpu_after - cpu_before,
+        "late_s": late_s,
+    }
 
 
-def _cpu_split(before: tuple[float | None, float, float], after: tuple[float | None, float, float]) -> dict[str, float | None]:
+def _cpu_split(
+    before: tuple[float | None, float, float], after: tuple[float | None, float, float]
+) -> dict[str, float | None]:
     server = after[0] - before[0] if after[0] is not None and before[0] is not None else None
     client, machine = after[1] - before[1], after[2] - before[2]
     other = machine - client - server if server is not None else None
@@ -599,21 +686,42 @@ def free_port() -> int:
 def launch_server(config: str, args: argparse.Namespace, max_batch_size: int, output_dir: Path) -> Server:
     http_port, grpc_port = free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "predictor",
-        "--model_name", args.model_name, "--model_dir", str(args.model_dir),
-        "--http_port", str(http_port), "--grpc_port", str(grpc_port), "--bind_address", "127.0.0.1",
-        "--max_batch_size", str(max_batch_size), "--max_latency_ms", str(args.max_latency_ms),
-        "--device", args.device,
+        sys.executable,
+        "-m",
+        "predictor",
+        "--model_name",
+        args.model_name,
+        "--model_dir",
+        str(args.model_dir),
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--bind_address",
+        "127.0.0.1",
+        "--max_batch_size",
+        str(max_batch_size),
+        "--max_latency_ms",
+        str(args.max_latency_ms),
+        "--device",
+        args.device,
         # A log line per request is CPU the server would spend on logging, not serving.
-        "--enable_latency_logging", "false",
+        "--enable_latency_logging",
+        "false",
         *(["--precision", args.precision] if args.precision else []),
         *(["--compile"] if args.compile else []),
-        *(["--batch_buckets", args.batch_buckets] if args.compile and args.batch_buckets and max_batch_size > 1 else []),
+        *(
+            ["--batch_buckets", args.batch_buckets]
+            if args.compile and args.batch_buckets and max_batch_size > 1
+            else []
+        ),
         *shlex.split(args.server_args),
     ]
     log_path = output_dir / f"server-{config}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     return Server(config, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process, log_path)
 
 
@@ -675,6 +783,7 @@ def _default_grpc_target(server_url: str) -> str:
 @dataclass(frozen=True)
 class ClientSpec:
     """What a client needs, as plain data: client processes rebuild their clients from it."""
+
     protocol: str
     base_url: str
     grpc_target: str
@@ -701,13 +810,20 @@ def build_client(spec: ClientSpec) -> GrpcClient | HttpClient:
 
 def _client_spec(server: Server, protocol: str, args: argparse.Namespace, image: BenchImage) -> ClientSpec:
     return ClientSpec(
-        protocol=protocol, base_url=server.base_url, grpc_target=server.grpc_target, model_name=args.model_name,
-        image=image.data, grpc_request=grpc_request_bytes(args.model_name, image.data) if protocol == "grpc" else b"",
-        grpc_channels=args.grpc_channels, max_connections=max(args.concurrency),
+        protocol=protocol,
+        base_url=server.base_url,
+        grpc_target=server.grpc_target,
+        model_name=args.model_name,
+        image=image.data,
+        grpc_request=grpc_request_bytes(args.model_name, image.data) if protocol == "grpc" else b"",
+        grpc_channels=args.grpc_channels,
+        max_connections=max(args.concurrency),
     )
 
 
-async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: BenchImage) -> tuple[list[StepResult], dict[str, str]]:
+async def network_sweep(
+    srvs: list[Server], args: argparse.Namespace, image: BenchImage
+) -> tuple[list[StepResult], dict[str, str]]:
     specs = {(s.config, p): _client_spec(s, p, args, image) for s in srvs for p in args.protocols}
     clients = {key: build_client(spec) for key, spec in specs.items()}
     metrics_client = httpx.AsyncClient(timeout=10)
@@ -721,7 +837,9 @@ async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: Ben
                 for concurrency in args.concurrency:
                     for server in srvs:
                         key = (server.config, protocol)
-                        step = await _one_step(server, protocol, concurrency, repeat, clients[key], specs[key], pool, metrics_client, args)
+                        step = await _one_step(
+                            server, protocol, concurrency, repeat, clients[key], specs[key], pool, metrics_client, args
+                        )
                         print(_step_line(step), flush=True)
                         steps.append(step)
         return steps, top_classes
@@ -733,12 +851,24 @@ async def network_sweep(srvs: list[Server], args: argparse.Namespace, image: Ben
             pool.shutdown()
 
 
-async def _one_step(server: Server, protocol: str, concurrency: int, repeat: int, client: GrpcClient | HttpClient,
-                    spec: ClientSpec, pool: ProcessPoolExecutor | None, metrics_client: httpx.AsyncClient,
-                    args: argparse.Namespace) -> StepResult:
+async def _one_step(
+    server: Server,
+    protocol: str,
+    concurrency: int,
+    repeat: int,
+    client: GrpcClient | HttpClient,
+    spec: ClientSpec,
+    pool: ProcessPoolExecutor | None,
+    metrics_client: httpx.AsyncClient,
+    args: argparse.Namespace,
+) -> StepResult:
     common = dict(
-        concurrency=concurrency, warmup_s=args.warmup_s, duration_s=args.duration_s, max_requests=args.max_requests,
-        metrics=lambda: scrape_metrics(metrics_client, server.base_url), server_cpu_s=server.cpu_s,
+        concurrency=concurrency,
+        warmup_s=args.warmup_s,
+        duration_s=args.duration_s,
+        max_requests=args.max_requests,
+        metrics=lambda: scrape_metrics(metrics_client, server.base_url),
+        server_cpu_s=server.cpu_s,
     )
     if pool is None or concurrency < args.client_processes:
         window_s, latencies_ms, errors, (before, after), cpu_s = await run_step(client.send, **common)
@@ -747,20 +877,31 @@ async def _one_step(server: Server, protocol: str, concurrency: int, repeat: int
             pool, spec, args.client_processes, **common
         )
     return StepResult(
-        config=server.config, protocol=protocol, concurrency=concurrency, repeat=repeat,
-        window_s=round(window_s, 3), requests_ok=len(latencies_ms),
+        config=server.config,
+        protocol=protocol,
+        concurrency=concurrency,
+        repeat=repeat,
+        window_s=round(window_s, 3),
+        requests_ok=len(latencies_ms),
         images_per_s=round(len(latencies_ms) / window_s, 2) if window_s > 0 else 0.0,
-        latency_ms=latency_summary(latencies_ms), errors=dict(errors), errors_total=sum(errors.values()),
-        batch_size=batch_distribution(before, after), stage_ms=stage_times_ms(before, after),
-        server_cpu_s=cpu_s["server"], client_cpu_s=cpu_s["client"], other_cpu_s=cpu_s["other"],
+        latency_ms=latency_summary(latencies_ms),
+        errors=dict(errors),
+        errors_total=sum(errors.values()),
+        batch_size=batch_distribution(before, after),
+        stage_ms=stage_times_ms(before, after),
+        server_cpu_s=cpu_s["server"],
+        client_cpu_s=cpu_s["client"],
+        other_cpu_s=cpu_s["other"],
     )
 
 
 def _step_line(s: StepResult) -> str:
     mean_batch = (s.batch_size or {}).get("mean")
-    return (f"  {s.config:<8} {s.protocol:<4} c={s.concurrency:<4} #{s.repeat}: {s.images_per_s:8.1f} img/s  "
-            f"p50 {s.latency_ms['p50']} ms  p99 {s.latency_ms['p99']} ms  batch {mean_batch}  errors {s.errors_total}  "
-            f"cpu s: server {s.server_cpu_s} client {s.client_cpu_s} other {s.other_cpu_s}")
+    return (
+        f"  {s.config:<8} {s.protocol:<4} c={s.concurrency:<4} #{s.repeat}: {s.images_per_s:8.1f} img/s  "
+        f"p50 {s.latency_ms['p50']} ms  p99 {s.latency_ms['p99']} ms  batch {mean_batch}  errors {s.errors_total}  "
+        f"cpu s: server {s.server_cpu_s} client {s.client_cpu_s} other {s.other_cpu_s}"
+    )
 
 
 def summarize(steps: list[StepResult]) -> list[dict[str, Any]]:
@@ -770,7 +911,10 @@ def summarize(steps: list[StepResult]) -> list[dict[str, Any]]:
         groups.setdefault((s.config, s.protocol, s.concurrency), []).append(s)
     return [
         {
-            "config": config, "protocol": protocol, "concurrency": concurrency, "repeats": len(group),
+            "config": config,
+            "protocol": protocol,
+            "concurrency": concurrency,
+            "repeats": len(group),
             "images_per_s": _median([s.images_per_s for s in group]),
             "latency_ms": {q: _median([s.latency_ms[q] for s in group]) for q in ("p50", "p90", "p99")},
             "mean_batch_size": _median([(s.batch_size or {}).get("mean") for s in group]),
@@ -796,11 +940,15 @@ def batching_gain(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if config != BATCHED or baseline is None:
             continue
         ratio = batched["images_per_s"] / baseline["images_per_s"] if baseline["images_per_s"] else None
-        gains.append({
-            "protocol": protocol, "concurrency": concurrency,
-            "batched_images_per_s": batched["images_per_s"], "baseline_images_per_s": baseline["images_per_s"],
-            "ratio": round(ratio, 3) if ratio is not None else None,
-        })
+        gains.append(
+            {
+                "protocol": protocol,
+                "concurrency": concurrency,
+                "batched_images_per_s": batched["images_per_s"],
+                "baseline_images_per_s": baseline["images_per_s"],
+                "ratio": round(ratio, 3) if ratio is not None else None,
+            }
+        )
     return gains
 
 
@@ -818,11 +966,21 @@ def engine_bench(args: argparse.Namespace) -> dict[str, Any]:
     sizes = args.engine_batch_size or sorted({1, args.max_batch_size})
     artifact = load_artifact(args.model_dir)
     spec = artifact.spec
-    transform = EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean,
-                              std=spec.std, interpolation=spec.interpolation)
+    transform = EvalTransform(
+        resize_size=spec.resize_size,
+        crop_size=spec.crop_size,
+        mean=spec.mean,
+        std=spec.std,
+        interpolation=spec.interpolation,
+    )
     # Compiled: capture exactly the measured sizes, not every power of two below them.
-    config = EngineConfig(device=args.device, precision=args.precision, compile=args.compile, max_batch_size=max(sizes),
-                          batch_buckets=tuple(sorted(set(sizes))) if args.compile else None)
+    config = EngineConfig(
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        max_batch_size=max(sizes),
+        batch_buckets=tuple(sorted(set(sizes))) if args.compile else None,
+    )
     engine = Engine(artifact.module, transform, config)
     engine.warmup()
     try:
@@ -831,7 +989,11 @@ def engine_bench(args: argparse.Namespace) -> dict[str, Any]:
         results = []
         for size in sizes:
             memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-            x = one.expand(size, -1, -1, -1).to(engine.device, dtype=engine.dtype).contiguous(memory_format=memory_format)
+            x = (
+                one.expand(size, -1, -1, -1)
+                .to(engine.device, dtype=engine.dtype)
+                .contiguous(memory_format=memory_format)
+            )
             results.append(_engine_vs_plain(engine, plain, x, args.duration_s, args.repeats, spec.top_k))
             print(_engine_line(results[-1]), flush=True)
             if args.profile:
@@ -839,8 +1001,13 @@ def engine_bench(args: argparse.Namespace) -> dict[str, Any]:
                 print(_profile_lines(results[-1]["profile_top_ops"]), flush=True)
     finally:
         engine.close()
-    return {"device": str(engine.device), "precision": engine.precision, "compile": args.compile,
-            "torch_threads": torch.get_num_threads(), "results": results}
+    return {
+        "device": str(engine.device),
+        "precision": engine.precision,
+        "compile": args.compile,
+        "torch_threads": torch.get_num_threads(),
+        "results": results,
+    }
 
 
 def profile_model(plain: Any, x: Any, iterations: int = 5, top: int = 10) -> list[dict[str, Any]]:
@@ -865,8 +1032,12 @@ def profile_model(plain: Any, x: Any, iterations: int = 5, top: int = 10) -> lis
     total_us = sum(self_us(e) for e in events) or 1.0
     images = iterations * x.shape[0]
     return [
-        {"op": e.key, "share": round(self_us(e) / total_us, 3), "ms_per_image": round(self_us(e) / 1000 / images, 3),
-         "calls_per_batch": round(e.count / iterations, 1)}
+        {
+            "op": e.key,
+            "share": round(self_us(e) / total_us, 3),
+            "ms_per_image": round(self_us(e) / 1000 / images, 3),
+            "calls_per_batch": round(e.count / iterations, 1),
+        }
         for e in events[:top]
     ]
 
@@ -931,8 +1102,10 @@ def _timed(call: Callable[[], None], duration_s: float, warmup_calls: int = 3) -
 
 
 def _engine_line(r: dict[str, Any]) -> str:
-    return (f"  engine batch {r['batch_size']:<4}: engine {r['engine_images_per_s']:8.1f} img/s  "
-            f"plain {r['plain_images_per_s']:8.1f} img/s  ratio {r['engine_over_plain']}")
+    return (
+        f"  engine batch {r['batch_size']:<4}: engine {r['engine_images_per_s']:8.1f} img/s  "
+        f"plain {r['plain_images_per_s']:8.1f} img/s  ratio {r['engine_over_plain']}"
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -942,25 +1115,33 @@ def print_tables(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\nMachine: {m['cpu_model']}, {m['cpu_cores']} cores, GPU: {m['gpu'] or 'none'}, torch {m['torch']}")
     if report.get("summary"):
-        print(f"\n{'config':<9}{'proto':<6}{'conc':>5}{'img/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'batch':>8}"
-              f"{'errors':>8}{'infer ms/img':>14}")
+        print(
+            f"\n{'config':<9}{'proto':<6}{'conc':>5}{'img/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'batch':>8}"
+            f"{'errors':>8}{'infer ms/img':>14}"
+        )
         for r in report["summary"]:
             lat = r["latency_ms"]
-            print(f"{r['config']:<9}{r['protocol']:<6}{r['concurrency']:>5}{_fmt(r['images_per_s']):>10}{_fmt(lat['p50']):>10}"
-                  f"{_fmt(lat['p90']):>10}{_fmt(lat['p99']):>10}{_fmt(r['mean_batch_size']):>8}{r['errors_total']:>8}"
-                  f"{_fmt(r['stage_ms_per_image']['inference']):>14}")
+            print(
+                f"{r['config']:<9}{r['protocol']:<6}{r['concurrency']:>5}{_fmt(r['images_per_s']):>10}{_fmt(lat['p50']):>10}"
+                f"{_fmt(lat['p90']):>10}{_fmt(lat['p99']):>10}{_fmt(r['mean_batch_size']):>8}{r['errors_total']:>8}"
+                f"{_fmt(r['stage_ms_per_image']['inference']):>14}"
+            )
     if report.get("batching_gain"):
         print(f"\n{'proto':<6}{'conc':>5}{'batched':>10}{'mbs=1':>10}{'ratio':>8}")
         for g in report["batching_gain"]:
-            print(f"{g['protocol']:<6}{g['concurrency']:>5}{_fmt(g['batched_images_per_s']):>10}"
-                  f"{_fmt(g['baseline_images_per_s']):>10}{_fmt(g['ratio']):>8}")
+            print(
+                f"{g['protocol']:<6}{g['concurrency']:>5}{_fmt(g['batched_images_per_s']):>10}"
+                f"{_fmt(g['baseline_images_per_s']):>10}{_fmt(g['ratio']):>8}"
+            )
     if report.get("engine"):
         e = report["engine"]
         print(f"\nEngine only ({e['device']}, {e['precision']}, compile={e['compile']}):")
         print(f"{'batch':>6}{'engine img/s':>14}{'plain img/s':>13}{'ratio':>8}{'engine ms':>11}{'plain ms':>10}")
         for r in e["results"]:
-            print(f"{r['batch_size']:>6}{_fmt(r['engine_images_per_s']):>14}{_fmt(r['plain_images_per_s']):>13}"
-                  f"{_fmt(r['engine_over_plain']):>8}{_fmt(r['engine_batch_ms_p50']):>11}{_fmt(r['plain_batch_ms_p50']):>10}")
+            print(
+                f"{r['batch_size']:>6}{_fmt(r['engine_images_per_s']):>14}{_fmt(r['plain_images_per_s']):>13}"
+                f"{_fmt(r['engine_over_plain']):>8}{_fmt(r['engine_batch_ms_p50']):>11}{_fmt(r['plain_batch_ms_p50']):>10}"
+            )
 
 
 def _fmt(v: float | None) -> str:
@@ -1024,8 +1205,13 @@ def model_info(args: argparse.Namespace) -> dict[str, Any]:
     from predictor.artifact import read_spec
 
     spec = read_spec(args.model_dir)
-    return {"name": args.model_name, "dir": str(args.model_dir), "architecture": spec.architecture,
-            "format": spec.format, "crop_size": spec.crop_size}
+    return {
+        "name": args.model_name,
+        "dir": str(args.model_dir),
+        "architecture": spec.architecture,
+        "format": spec.format,
+        "crop_size": spec.crop_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1036,18 +1222,26 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     image = load_image(args.image)
     report: dict[str, Any] = {
-        "machine": machine_info(), "model": model_info(args),
+        "machine": machine_info(),
+        "model": model_info(args),
         "image": {"name": image.name, "width": image.width, "height": image.height, "bytes": len(image.data)},
         "args": {k: v for k, v in vars(args).items()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if not args.engine_only:
         with servers(args, output_dir) as srvs:
-            print(f"network sweep: {', '.join(s.config for s in srvs)} x {args.protocols} x c={args.concurrency}", flush=True)
+            print(
+                f"network sweep: {', '.join(s.config for s in srvs)} x {args.protocols} x c={args.concurrency}",
+                flush=True,
+            )
             steps, top_classes = asyncio.run(network_sweep(srvs, args, image))
         summary = summarize(steps)
-        report.update(top_class=top_classes, steps=[asdict(s) for s in steps], summary=summary,
-                      batching_gain=batching_gain(summary))
+        report.update(
+            top_class=top_classes,
+            steps=[asdict(s) for s in steps],
+            summary=summary,
+            batching_gain=batching_gain(summary),
+        )
     if not args.skip_engine:
         print("engine only:", flush=True)
         report["engine"] = engine_bench(args)

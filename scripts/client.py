@@ -1,7 +1,7 @@
 """Classify image files with a running predictor, over v1 REST, v2 REST or v2 gRPC.
 
-    python scripts/client.py cat.jpg dog.png --url localhost:8080 --protocol v2
-    python scripts/client.py cat.jpg --url localhost:8081 --protocol grpc --top_k 3
+python scripts/client.py cat.jpg dog.png --url localhost:8080 --protocol v2
+python scripts/client.py cat.jpg --url localhost:8081 --protocol grpc --top_k 3
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ def _v1(url: str, model: str, images: list[bytes], top_k: int) -> list[dict]:
 
 def _v2(url: str, model: str, images: list[bytes], top_k: int) -> list[dict]:
     body = {
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(images)],
-                    "data": [base64.b64encode(i).decode() for i in images]}],
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [len(images)],
+                "data": [base64.b64encode(i).decode() for i in images],
+            }
+        ],
         "parameters": {"top_k": top_k},
     }
     r = httpx.post(f"http://{url}/v2/models/{model}/infer", json=body, timeout=60)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPStatusError as e:
         print(f"{e.response.status_code}: {e.response.text}", file=sys.stderr)
         return 1
-    for path, p in zip(args.images, predictions):
+    for path, p in zip(args.images, predictions, strict=False):
         print(json.dumps({"image": str(path), **p}))
     return 0
 

@@ -27,8 +27,8 @@ import torch
 # Runnable from a checkout without `pip install -e .`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from predictor import architectures  # noqa: E402
-from predictor.artifact import (  # noqa: E402
+from predictor import architectures
+from predictor.artifact import (
     DEFAULT_FILES,
     DEFAULT_LABELS_FILE,
     DEFAULT_TOP_K,
@@ -240,11 +240,17 @@ def _write_json_atomically(path: Path, data: Mapping[str, object]) -> None:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="artifact directory to write")
-    parser.add_argument("--arch", default=DEFAULT_ARCH,
-                        help="efficientnet-lite0..4 or a torchvision classification builder (resnet50, ...)")
+    parser.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        help="efficientnet-lite0..4 or a torchvision classification builder (resnet50, ...)",
+    )
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default=DEFAULT_FORMAT)
-    parser.add_argument("--weights", help="state_dict (.pth/.pt) or .safetensors to load; default: packaged "
-                        "weights for efficientnet-lite0, random init otherwise")
+    parser.add_argument(
+        "--weights",
+        help="state_dict (.pth/.pt) or .safetensors to load; default: packaged "
+        "weights for efficientnet-lite0, random init otherwise",
+    )
     parser.add_argument("--num_classes", type=int, default=DEFAULT_NUM_CLASSES)
     parser.add_argument("--labels", help="class names, one per line (default: ImageNet for 1000 classes)")
     parser.add_argument("--resize_size", type=int, help="default: architecture's (256 torchvision, crop+32 Lite)")
@@ -261,15 +267,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         spec = export(
-            args.output, arch=args.arch, fmt=args.fmt, weights=args.weights, num_classes=args.num_classes,
-            labels=args.labels, resize_size=args.resize_size, crop_size=args.crop_size,
-            interpolation=args.interpolation, mean=args.mean, std=args.std, top_k=args.top_k, seed=args.seed,
+            args.output,
+            arch=args.arch,
+            fmt=args.fmt,
+            weights=args.weights,
+            num_classes=args.num_classes,
+            labels=args.labels,
+            resize_size=args.resize_size,
+            crop_size=args.crop_size,
+            interpolation=args.interpolation,
+            mean=args.mean,
+            std=args.std,
+            top_k=args.top_k,
+            seed=args.seed,
         )
     except (ArtifactError, ValueError, OSError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: {spec.architecture} {spec.format} {spec.file} ({spec.num_classes} classes, "
-          f"sha256 {spec.sha256})")
+    print(
+        f"wrote {args.output}: {spec.architecture} {spec.format} {spec.file} ({spec.num_classes} classes, "
+        f"sha256 {spec.sha256})"
+    )
     return 0
 
 

@@ -96,7 +96,9 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[rank - 1], 1)
 
 
-async def _worker(client: httpx.AsyncClient, url: str, body: bytes, phase: Phase, stop_at: float, timeout_s: float) -> None:
+async def _worker(
+    client: httpx.AsyncClient, url: str, body: bytes, phase: Phase, stop_at: float, timeout_s: float
+) -> None:
     while time.monotonic() < stop_at:
         start = time.perf_counter()
         try:
@@ -168,7 +170,9 @@ def _device_memory(base_url: str) -> float | None:
     return value or None
 
 
-async def soak_phase(url: str, base_url: str, body: bytes, phase: Phase, pid: int | None, timeout_s: float) -> dict[str, Any]:
+async def soak_phase(
+    url: str, base_url: str, body: bytes, phase: Phase, pid: int | None, timeout_s: float
+) -> dict[str, Any]:
     """The soak load, with RSS sampled every ~second; start/end are medians of the first/last few samples,
     so one allocator spike at either edge does not decide the verdict."""
     samples: list[tuple[float, int]] = []
@@ -203,8 +207,11 @@ async def soak_phase(url: str, base_url: str, body: bytes, phase: Phase, pid: in
     else:
         memory.update(rss_start_mb=None, rss_end_mb=None, rss_growth_pct=None)
     if len(device) >= 2:
-        memory.update(device_start_mb=round(device[0] / 2**20, 1), device_end_mb=round(device[-1] / 2**20, 1),
-                      device_growth_pct=round((device[-1] - device[0]) / device[0] * 100, 2))
+        memory.update(
+            device_start_mb=round(device[0] / 2**20, 1),
+            device_end_mb=round(device[-1] / 2**20, 1),
+            device_growth_pct=round((device[-1] - device[0]) / device[0] * 100, 2),
+        )
     else:
         memory.update(device_start_mb="n/a", device_end_mb="n/a", device_growth_pct="n/a")
     return memory
@@ -218,9 +225,14 @@ def evaluate(
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
-    bad_5xx = {p: {s: n for s, n in v["by_status"].items() if int(s) >= 500 and int(s) not in SHED_STATUSES} for p, v in phases.items()}
+    bad_5xx = {
+        p: {s: n for s, n in v["by_status"].items() if int(s) >= 500 and int(s) not in SHED_STATUSES}
+        for p, v in phases.items()
+    }
     check("no 5xx other than 503/504", not any(bad_5xx.values()), f"{bad_5xx}")
-    other = {p: {s: n for s, n in v["by_status"].items() if int(s) not in (200, *SHED_STATUSES)} for p, v in phases.items()}
+    other = {
+        p: {s: n for s, n in v["by_status"].items() if int(s) not in (200, *SHED_STATUSES)} for p, v in phases.items()
+    }
     check("only 200/503/504 answers", not any(other.values()), f"{other}")
     transport = {p: v["transport_errors"] for p, v in phases.items() if v["transport_errors"]}
     check("no transport errors (hangs, resets, timeouts)", not transport, f"{transport}")
@@ -237,10 +249,12 @@ def evaluate(
         # the client's own clock also counts its wait for CPU on a machine the server saturates.
         server_max_s = phases["overload"]["server_max_s"]
         limit_s = (deadline_ms + DEADLINE_SLACK_MS) / 1000
-        check("overload: every request answered inside its deadline (server side)",
-              server_max_s is not None and server_max_s <= _bucket_at_or_above(limit_s),
-              f"slowest request <= {server_max_s} s inside the predictor; deadline {deadline_ms:g} ms "
-              f"+ {DEADLINE_SLACK_MS} ms for its batch (client saw up to {phases['overload']['ok_max_ms']} ms)")
+        check(
+            "overload: every request answered inside its deadline (server side)",
+            server_max_s is not None and server_max_s <= _bucket_at_or_above(limit_s),
+            f"slowest request <= {server_max_s} s inside the predictor; deadline {deadline_ms:g} ms "
+            f"+ {DEADLINE_SLACK_MS} ms for its batch (client saw up to {phases['overload']['ok_max_ms']} ms)",
+        )
     for p in ("baseline", "recovery", "soak"):
         shed = {s: n for s, n in phases[p]["by_status"].items() if int(s) in SHED_STATUSES}
         check(f"{p}: nothing shed at low load", not shed, f"{shed}")
@@ -249,10 +263,18 @@ def evaluate(
         check("recovery p99 near baseline", False, f"no latencies (baseline {base}, recovery {rec})")
     else:
         limit = RECOVERY_FACTOR * base + RECOVERY_SLACK_MS
-        check("recovery p99 near baseline", rec <= limit, f"recovery p99 {rec} ms vs limit {limit:.1f} ms (= {RECOVERY_FACTOR} x baseline p99 {base} + {RECOVERY_SLACK_MS})")
+        check(
+            "recovery p99 near baseline",
+            rec <= limit,
+            f"recovery p99 {rec} ms vs limit {limit:.1f} ms "
+            f"(= {RECOVERY_FACTOR} x baseline p99 {base} + {RECOVERY_SLACK_MS})",
+        )
     growth = memory.get("rss_growth_pct")
-    check("RSS growth over soak < limit", growth is not None and growth < max_growth_pct,
-          f"{growth}% (limit {max_growth_pct}%), {memory.get('rss_start_mb')} -> {memory.get('rss_end_mb')} MB")
+    check(
+        "RSS growth over soak < limit",
+        growth is not None and growth < max_growth_pct,
+        f"{growth}% (limit {max_growth_pct}%), {memory.get('rss_start_mb')} -> {memory.get('rss_end_mb')} MB",
+    )
     device = memory.get("device_growth_pct")
     check("device memory growth over soak < limit", device == "n/a" or device < max_growth_pct, f"{device}")
     return checks
@@ -263,12 +285,30 @@ def _bucket_at_or_above(seconds: float) -> float:
 
 
 # predictor.metrics' bucket bounds (not imported: this script must not load kserve next to its clients).
-_REQUEST_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+_REQUEST_SECONDS_BOUNDS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    float("inf"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", default="models/efficientnet-lite0", help="Artifact for the server this script starts")
+    p.add_argument(
+        "--model_dir", default="models/efficientnet-lite0", help="Artifact for the server this script starts"
+    )
     p.add_argument("--server_url", default=None, help="Use this running server instead of starting one")
     p.add_argument("--server_pid", type=int, default=None, help="With --server_url: its pid, for RSS")
     p.add_argument("--model_name", default="classifier")
@@ -278,13 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak_s", type=float, default=120)
     p.add_argument("--low_concurrency", type=int, default=1, help="Workers in baseline and recovery")
     p.add_argument("--soak_concurrency", type=int, default=2)
-    p.add_argument("--overload_factor", type=float, default=5.0, help="Overload workers = factor x images the server holds")
+    p.add_argument(
+        "--overload_factor", type=float, default=5.0, help="Overload workers = factor x images the server holds"
+    )
     p.add_argument("--max_batch_size", type=int, default=8, help="Server flag (when started here)")
     p.add_argument("--max_concurrent_batches", type=int, default=2, help="Server flag (when started here)")
-    p.add_argument("--max_queue_size", type=int, default=16, help="Server flag (when started here): small, so 503s happen")
-    p.add_argument("--server_request_timeout_ms", type=float, default=1000,
-                   help="Server flag (when started here): queued longer than this is a 504")
-    p.add_argument("--request_timeout_s", type=float, default=30, help="Client timeout per request (a hang fails the run)")
+    p.add_argument(
+        "--max_queue_size", type=int, default=16, help="Server flag (when started here): small, so 503s happen"
+    )
+    p.add_argument(
+        "--server_request_timeout_ms",
+        type=float,
+        default=1000,
+        help="Server flag (when started here): queued longer than this is a 504",
+    )
+    p.add_argument(
+        "--request_timeout_s", type=float, default=30, help="Client timeout per request (a hang fails the run)"
+    )
     p.add_argument("--max_memory_growth_pct", type=float, default=5.0)
     p.add_argument("--report", default="soak-report.json")
     return p
@@ -319,8 +369,12 @@ async def main_async(args: argparse.Namespace, base_url: str, pid: int | None) -
         "checks": checks,
         "phases": summaries,
         "memory": memory,
-        "config": {**vars(args), "overload_concurrency": overload_concurrency, "server_holds": capacity,
-                   "recovery_tolerance": f"p99 <= {RECOVERY_FACTOR} x baseline p99 + {RECOVERY_SLACK_MS} ms"},
+        "config": {
+            **vars(args),
+            "overload_concurrency": overload_concurrency,
+            "server_holds": capacity,
+            "recovery_tolerance": f"p99 <= {RECOVERY_FACTOR} x baseline p99 + {RECOVERY_SLACK_MS} ms",
+        },
     }
 
 
@@ -334,11 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[soak] starting the predictor on loopback ({args.model_dir})", flush=True)
         server = _server.start(
             args.model_dir,
-            "--max_batch_size", str(args.max_batch_size),
-            "--max_concurrent_batches", str(args.max_concurrent_batches),
-            "--max_queue_size", str(args.max_queue_size),
-            "--max_latency_ms", "2",
-            "--request_timeout_ms", str(args.server_request_timeout_ms),
+            "--max_batch_size",
+            str(args.max_batch_size),
+            "--max_concurrent_batches",
+            str(args.max_concurrent_batches),
+            "--max_queue_size",
+            str(args.max_queue_size),
+            "--max_latency_ms",
+            "2",
+            "--request_timeout_ms",
+            str(args.server_request_timeout_ms),
             model_name=args.model_name,
         )
         base_url, pid = server.base_url, server.process.pid

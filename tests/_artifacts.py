@@ -9,8 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from predictor.artifact import ModelSpec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import skimage.data
@@ -14,7 +14,7 @@ CAT_CLASSES = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat
 COFFEE_CLASSES = {"espresso", "cup", "coffee mug"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> np.ndarray:
     """uint8 HWC RGB."""
     array = getattr(skimage.data, name)()

@@ -68,17 +68,26 @@ class RunningServer:
         return self.process.returncode
 
 
-def launch(model_dir: str | os.PathLike | None, *args: str, model_name: str = "classifier") -> tuple[subprocess.Popen, int, int, Path]:
+def launch(
+    model_dir: str | os.PathLike | None, *args: str, model_name: str = "classifier"
+) -> tuple[subprocess.Popen, int, int, Path]:
     http_port, grpc_port = free_port(), free_port()
     log = Path(tempfile.mkstemp(prefix="predictor-", suffix=".log")[1])
     cmd = [
-        sys.executable, "-m", "predictor",
-        "--model_name", model_name,
-        "--http_port", str(http_port),
-        "--grpc_port", str(grpc_port),
-        "--bind_address", "127.0.0.1",
-        "--enable_latency_logging", "false",
-        *( ["--model_dir", str(model_dir)] if model_dir is not None else [] ),
+        sys.executable,
+        "-m",
+        "predictor",
+        "--model_name",
+        model_name,
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--bind_address",
+        "127.0.0.1",
+        "--enable_latency_logging",
+        "false",
+        *(["--model_dir", str(model_dir)] if model_dir is not None else []),
         *args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -87,7 +96,9 @@ def launch(model_dir: str | os.PathLike | None, *args: str, model_name: str = "c
     return process, http_port, grpc_port, log
 
 
-def start(model_dir: str | os.PathLike | None, *args: str, model_name: str = "classifier", ready_timeout_s: float = 180) -> RunningServer:
+def start(
+    model_dir: str | os.PathLike | None, *args: str, model_name: str = "classifier", ready_timeout_s: float = 180
+) -> RunningServer:
     process, http_port, grpc_port, log = launch(model_dir, *args, model_name=model_name)
     server = RunningServer(process, model_name, http_port, grpc_port, log)
     deadline = time.monotonic() + ready_timeout_s

@@ -58,10 +58,17 @@ def _run(request: dict) -> dict:
     return out
 
 
-def infer(url: str, model: str, inputs: list[tuple[str, str, np.ndarray]], outputs: list[tuple[str, int]] | None = None,
-          parameters: dict | None = None) -> dict[str, np.ndarray]:
+def infer(
+    url: str,
+    model: str,
+    inputs: list[tuple[str, str, np.ndarray]],
+    outputs: list[tuple[str, int]] | None = None,
+    parameters: dict | None = None,
+) -> dict[str, np.ndarray]:
     """inputs: (name, datatype, array); outputs: (name, class_count or 0)."""
-    return _run({"op": "infer", "url": url, "model": model, "inputs": inputs, "outputs": outputs, "parameters": parameters})["outputs"]
+    return _run(
+        {"op": "infer", "url": url, "model": model, "inputs": inputs, "outputs": outputs, "parameters": parameters}
+    )["outputs"]
 
 
 def metadata(url: str, model: str) -> dict:

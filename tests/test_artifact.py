@@ -142,7 +142,9 @@ def test_spec_must_be_an_object() -> None:
         ModelSpec.from_dict([1, 2])
 
 
-@pytest.mark.parametrize(("text", "expected"), [("{not json", "valid UTF-8 JSON"), ('{"format": 1, "format": 2}', "duplicate key 'format'")])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("{not json", "valid UTF-8 JSON"), ('{"format": 1, "format": 2}', "duplicate key 'format'")]
+)
 def test_read_spec_refuses_bad_json(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "model.json").write_text(text)
     with pytest.raises(ArtifactError, match=re.escape(expected)) as info:
@@ -212,7 +214,9 @@ def test_wrong_num_classes(golden: dict[str, Path], tmp_path: Path, fmt: str) ->
     directory = _copy(golden, fmt, tmp_path)
     _edit_spec(directory, num_classes=12)
     (directory / "labels.txt").write_text("".join(f"c{i}\n" for i in range(12)))
-    expected = r"expected output shape \[2, 12\].*got \[2, 10\]" if fmt in ("torchscript", "torch_export") else "size mismatch"
+    expected = (
+        r"expected output shape \[2, 12\].*got \[2, 10\]" if fmt in ("torchscript", "torch_export") else "size mismatch"
+    )
     with pytest.raises(ArtifactError, match=expected) as info:
         load_artifact(directory)
     assert read_spec(directory).file in str(info.value)
@@ -239,7 +243,9 @@ def test_crop_size_the_network_cannot_take(golden: dict[str, Path], tmp_path: Pa
     # An exported program is specialised to its spatial size: 32 px input fails its guards.
     directory = _copy(golden, "torch_export", tmp_path)
     _edit_spec(directory, crop_size=32)
-    with pytest.raises(ArtifactError, match=r"expected output \[2, 10\] for an input \[2, 3, 32, 32\], but the forward pass failed"):
+    with pytest.raises(
+        ArtifactError, match=r"expected output \[2, 10\] for an input \[2, 3, 32, 32\], but the forward pass failed"
+    ):
         load_artifact(directory)
 
 
@@ -251,7 +257,9 @@ def test_state_dict_with_code_payload_is_refused(golden: dict[str, Path], tmp_pa
     marker = tmp_path / "pwned"
     torch.save({"features.0.0.weight": _CreatesMarker(marker)}, directory / "model.pth")
     _edit_spec(directory, sha256=None)
-    with pytest.raises(ArtifactError, match=r"model\.pth: cannot read as a torch.save'd state_dict.*weights_only") as info:
+    with pytest.raises(
+        ArtifactError, match=r"model\.pth: cannot read as a torch.save'd state_dict.*weights_only"
+    ) as info:
         load_artifact(directory)
     assert isinstance(info.value.__cause__, pickle.UnpicklingError)
     assert not marker.exists()
@@ -290,8 +298,10 @@ def test_pt2_with_pickled_opaque_constant_is_refused(golden: dict[str, Path], tm
     marker = tmp_path / "pwned"
     root = zipfile.ZipFile(directory / "model.pt2").namelist()[0].split("/")[0]
     payload = pickle.dumps(_CreatesMarker(marker))
-    _rewrite_pt2(directory / "model.pt2",
-                 lambda name, data: (f"{root}/data/constants/opaque_obj_0", payload) if name is None else data)
+    _rewrite_pt2(
+        directory / "model.pt2",
+        lambda name, data: (f"{root}/data/constants/opaque_obj_0", payload) if name is None else data,
+    )
     _edit_spec(directory, sha256=None)
     with pytest.raises(ArtifactError, match=r"model\.pt2: member '.*opaque_obj_0' is not allowed"):
         load_artifact(directory)
@@ -314,7 +324,9 @@ def test_pt2_with_code_in_a_shape_expression_is_refused(golden: dict[str, Path],
 
     _rewrite_pt2(directory / "model.pt2", inject)
     _edit_spec(directory, sha256=None)
-    with pytest.raises(ArtifactError, match=r"model\.pt2: member '.*model\.json': refusing shape expression.*unexpected token 'open'"):
+    with pytest.raises(
+        ArtifactError, match=r"model\.pt2: member '.*model\.json': refusing shape expression.*unexpected token 'open'"
+    ):
         load_artifact(directory)
     assert not marker.exists()
 
@@ -324,7 +336,9 @@ def test_pt2_that_is_not_a_zip_is_refused(golden: dict[str, Path], tmp_path: Pat
     marker = tmp_path / "pwned"
     (directory / "model.pt2").write_bytes(pickle.dumps(_CreatesMarker(marker)))
     _edit_spec(directory, sha256=None)
-    with pytest.raises(ArtifactError, match=r"model\.pt2: cannot load as a torch.export .pt2 archive.*expected a zip file"):
+    with pytest.raises(
+        ArtifactError, match=r"model\.pt2: cannot load as a torch.export .pt2 archive.*expected a zip file"
+    ):
         load_artifact(directory)
     assert not marker.exists()
 
@@ -345,8 +359,18 @@ def test_fetch_local_path_and_file_uri_use_the_directory_in_place(golden: dict[s
         fetch(str(tmp_path / "missing"), str(tmp_path / "unused"))
 
 
-@pytest.mark.parametrize("uri", ["hdfs://nn/models/x", "git://host/repo", "hf://org/model", "oci://r/i:1",
-                                 "ftp://host/x.tar.gz", "javascript:alert(1)", "webhdfs://h/x"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "hdfs://nn/models/x",
+        "git://host/repo",
+        "hf://org/model",
+        "oci://r/i:1",
+        "ftp://host/x.tar.gz",
+        "javascript:alert(1)",
+        "webhdfs://h/x",
+    ],
+)
 def test_fetch_refuses_other_schemes(tmp_path: Path, uri: str) -> None:
     with pytest.raises(ArtifactError, match="is not allowed; expected a local path or one of") as info:
         fetch(uri, str(tmp_path))

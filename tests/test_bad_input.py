@@ -29,16 +29,21 @@ def _no_internals(text: str) -> None:
 def v1(server, body, **kw) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict", content=content,
-        headers={"content-type": "application/json"}, timeout=60, **kw,
+        f"{server.base_url}/v1/models/{server.model_name}:predict",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=60,
+        **kw,
     )
 
 
 def v2(server, body, headers=None) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return httpx.post(
-        f"{server.base_url}/v2/models/{server.model_name}/infer", content=content,
-        headers=headers or {"content-type": "application/json"}, timeout=60,
+        f"{server.base_url}/v2/models/{server.model_name}/infer",
+        content=content,
+        headers=headers or {"content-type": "application/json"},
+        timeout=60,
     )
 
 
@@ -114,7 +119,16 @@ V2_CASES = {
         ["'image'", "BYTES", "COMPLEX128"],
     ),
     "NaN": (
-        {"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": ["NaN"] + [0.0] * (150528 - 1)}]},
+        {
+            "inputs": [
+                {
+                    "name": "tensor",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 224, 224],
+                    "data": ["NaN"] + [0.0] * (150528 - 1),
+                }
+            ]
+        },
         [],  # pydantic or our finite check: either way a 400 that names the input or the value
     ),
     "bad base64": (_bytes_input(["%%%"]), ["'image'[0]", "base64"]),
@@ -124,10 +138,12 @@ V2_CASES = {
         ["0..255"],
     ),
     "two inputs": (
-        {"inputs": [
-            {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]},
-            {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]},
-        ]},
+        {
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]},
+                {"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]},
+            ]
+        },
         ["exactly one input"],
     ),
     "unknown output": (
@@ -135,7 +151,10 @@ V2_CASES = {
         ["unknown output 'logits'"],
     ),
     "bad class_count": (
-        {"inputs": _bytes_input([b64(jpeg("chelsea"))])["inputs"], "outputs": [{"name": "probabilities", "parameters": {"class_count": 5000}}]},
+        {
+            "inputs": _bytes_input([b64(jpeg("chelsea"))])["inputs"],
+            "outputs": [{"name": "probabilities", "parameters": {"class_count": 5000}}],
+        },
         ["class_count", "1..1000"],
     ),
     "missing inputs key": ({"id": "x"}, ["inputs"]),
@@ -162,37 +181,75 @@ def test_v2_binary_header_that_is_not_a_valid_length(server, still_serving, head
         {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4}}]},
         struct.pack("<I", 0),
     )
-    r = v2(server, body, headers={"content-type": "application/octet-stream", "inference-header-content-length": header_value})
+    r = v2(
+        server,
+        body,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": header_value},
+    )
     _expect_400(r, fragment)
 
 
 def test_v2_binary_size_larger_than_what_was_sent(server, still_serving):
     image = jpeg("chelsea")
     body, length = _binary_body(
-        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(image) + 100}}]},
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(image) + 100},
+                }
+            ]
+        },
         struct.pack("<I", len(image)) + image,
     )
-    r = v2(server, body, headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)})
+    r = v2(
+        server,
+        body,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+    )
     _expect_400(r, "binary_data_size")
 
 
 def test_v2_binary_bytes_element_length_prefix_lies(server, still_serving):
     payload = struct.pack("<I", 10_000) + b"abc"
     body, length = _binary_body(
-        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}]},
+        {
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}
+            ]
+        },
         payload,
     )
-    r = v2(server, body, headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)})
+    r = v2(
+        server,
+        body,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+    )
     _expect_400(r, "declares 10000 bytes")
 
 
 def test_v2_binary_fp32_byte_count_mismatch(server, still_serving):
     raw = np.zeros(10, dtype=np.float32).tobytes()
     body, length = _binary_body(
-        {"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1, 3, 224, 224], "parameters": {"binary_data_size": len(raw)}}]},
+        {
+            "inputs": [
+                {
+                    "name": "tensor",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 224, 224],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        },
         raw,
     )
-    r = v2(server, body, headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)})
+    r = v2(
+        server,
+        body,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+    )
     _expect_400(r, "needs 602112 bytes of FP32, got 40")
 
 
@@ -201,10 +258,23 @@ def test_v2_binary_nan_tensor(server, still_serving):
     array[0, 1, 2, 3] = np.inf
     raw = array.tobytes()
     body, length = _binary_body(
-        {"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1, 3, 224, 224], "parameters": {"binary_data_size": len(raw)}}]},
+        {
+            "inputs": [
+                {
+                    "name": "tensor",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 224, 224],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        },
         raw,
     )
-    r = v2(server, body, headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)})
+    r = v2(
+        server,
+        body,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
+    )
     _expect_400(r, "NaN or Inf")
 
 

@@ -69,12 +69,8 @@ class Handler:
         return [x for batch in self.batches for x in batch]
 
 
-def make(
-    handler: Callable[[list[Any]], Awaitable[Sequence[Any]]], **overrides: Any
-) -> DynamicBatcher[Any, Any]:
-    kwargs: dict[str, Any] = dict(
-        max_batch_size=4, max_latency_ms=LONG_MS, max_queue_size=16, request_timeout_ms=None
-    )
+def make(handler: Callable[[list[Any]], Awaitable[Sequence[Any]]], **overrides: Any) -> DynamicBatcher[Any, Any]:
+    kwargs: dict[str, Any] = dict(max_batch_size=4, max_latency_ms=LONG_MS, max_queue_size=16, request_timeout_ms=None)
     kwargs.update(overrides)
     return DynamicBatcher(handler, **kwargs)
 
@@ -168,7 +164,7 @@ async def test_many_concurrent_requests_of_varying_sizes_get_their_own_results()
     batcher = make(handler, max_batch_size=8, max_latency_ms=2, max_queue_size=1024)
     requests = [[(r, i) for i in range(rng.randint(1, 20))] for r in range(60)]
     results = await asyncio.gather(*(batcher.submit(items) for items in requests))
-    for items, got in zip(requests, results):
+    for items, got in zip(requests, results, strict=False):
         assert got == [("ok", x) for x in items]
     assert all(1 <= len(b) <= 8 for b in handler.batches)
     assert sorted(handler.seen) == sorted(x for items in requests for x in items)
@@ -181,9 +177,7 @@ async def test_many_concurrent_requests_of_varying_sizes_get_their_own_results()
 @async_test
 async def test_queue_cap_rejects_at_once_and_leaves_the_queue_unchanged() -> None:
     handler = Handler(gated=True)
-    batcher = make(
-        handler, max_batch_size=2, max_queue_size=4, max_latency_ms=0, max_concurrent_batches=1
-    )
+    batcher = make(handler, max_batch_size=2, max_queue_size=4, max_latency_ms=0, max_concurrent_batches=1)
     depth0, rejected0 = metric("predictor_queue_depth"), metric("predictor_rejected_total")
     running = asyncio.create_task(batcher.submit([0, 1]))
     await settle()
@@ -195,9 +189,7 @@ async def test_queue_cap_rejects_at_once_and_leaves_the_queue_unchanged() -> Non
     with pytest.raises(ServerBusy) as exc:
         await batcher.submit([5, 6])
     assert time.monotonic() - start < 0.05
-    assert str(exc.value) == (
-        "queue full: 3 images waiting, 2 more would exceed max_queue_size=4; retry later"
-    )
+    assert str(exc.value) == ("queue full: 3 images waiting, 2 more would exceed max_queue_size=4; retry later")
     assert batcher.queue_depth == 3
     assert metric("predictor_queue_depth") - depth0 == 3
     assert metric("predictor_rejected_total") - rejected0 == 1
@@ -250,9 +242,7 @@ async def test_request_that_can_never_fit_is_rejected() -> None:
 @async_test
 async def test_request_expiring_in_the_queue_fails_promptly_and_never_reaches_the_handler() -> None:
     handler = Handler(gated=True)
-    batcher = make(
-        handler, max_batch_size=2, max_latency_ms=0, max_concurrent_batches=1, request_timeout_ms=50
-    )
+    batcher = make(handler, max_batch_size=2, max_latency_ms=0, max_concurrent_batches=1, request_timeout_ms=50)
     expired0 = metric("predictor_expired_total")
     running = asyncio.create_task(batcher.submit([0, 1], timeout_ms=LONG_MS))  # override: no hurry
     await settle()
@@ -352,9 +342,7 @@ async def test_wrong_number_of_results_is_a_contract_error_for_every_request() -
         return items[:-1]
 
     batcher = make(handler, max_batch_size=3)
-    results = await asyncio.gather(
-        batcher.submit([1]), batcher.submit([2, 3]), return_exceptions=True
-    )
+    results = await asyncio.gather(batcher.submit([1]), batcher.submit([2, 3]), return_exceptions=True)
     for r in results:
         assert isinstance(r, RuntimeError)
         assert "returned 2 results for a batch of 3 items" in str(r)

@@ -65,7 +65,11 @@ def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_ans
                 calls, expected = [], []
                 for round_ in range(6):
                     for i, (name, data) in enumerate(IMAGES.items()):
-                        call = (_v1, _v2_rest)[(round_ + i) % 2](http, server, data) if (round_ + i) % 3 else _v2_grpc(grpc, server, data)
+                        call = (
+                            (_v1, _v2_rest)[(round_ + i) % 2](http, server, data)
+                            if (round_ + i) % 3
+                            else _v2_grpc(grpc, server, data)
+                        )
                         calls.append(call)
                         expected.append(name)
                 results = await asyncio.gather(*calls)
@@ -75,7 +79,7 @@ def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_ans
                 await grpc.close()
 
     alone, expected, results, before, after = asyncio.run(scenario())
-    for name, (indices, probabilities) in zip(expected, results):
+    for name, (indices, probabilities) in zip(expected, results, strict=False):
         assert indices == alone[name][0], name
         np.testing.assert_allclose(probabilities, alone[name][1], rtol=1e-4, atol=1e-6)
     batches = after[1] - before[1]
@@ -93,5 +97,9 @@ def test_one_request_with_many_images_is_split_across_batches_and_kept_in_order(
     predictions = r.json()["predictions"]
     assert len(predictions) == 12
     for i in range(4):
-        assert predictions[i]["class_indices"] == predictions[i + 4]["class_indices"] == predictions[i + 8]["class_indices"]
+        assert (
+            predictions[i]["class_indices"]
+            == predictions[i + 4]["class_indices"]
+            == predictions[i + 8]["class_indices"]
+        )
     assert predictions[0]["class_indices"] != predictions[1]["class_indices"]

@@ -27,10 +27,26 @@ ENGINE_BATCH_SIZES = (1, 2)
 def report(default_model_dir, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench")
     cmd = [
-        sys.executable, "scripts/bench.py", "--model_dir", str(default_model_dir),
-        "--protocols", ",".join(PROTOCOLS), "--concurrency", ",".join(map(str, CONCURRENCY)),
-        "--duration_s", "0.7", "--warmup_s", "0.2", "--max_batch_size", "4", "--max_latency_ms", "2",
-        "--engine_batch_size", ",".join(map(str, ENGINE_BATCH_SIZES)), "--output_dir", str(out),
+        sys.executable,
+        "scripts/bench.py",
+        "--model_dir",
+        str(default_model_dir),
+        "--protocols",
+        ",".join(PROTOCOLS),
+        "--concurrency",
+        ",".join(map(str, CONCURRENCY)),
+        "--duration_s",
+        "0.7",
+        "--warmup_s",
+        "0.2",
+        "--max_batch_size",
+        "4",
+        "--max_latency_ms",
+        "2",
+        "--engine_batch_size",
+        ",".join(map(str, ENGINE_BATCH_SIZES)),
+        "--output_dir",
+        str(out),
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=85)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -63,7 +79,9 @@ def test_batch_sizes_come_from_the_servers_metrics(report):
 
 def test_report_has_summary_gain_engine_machine_and_plot(report):
     data, out = report
-    assert {(g["protocol"], g["concurrency"]) for g in data["batching_gain"]} == {(p, n) for p in PROTOCOLS for n in CONCURRENCY}
+    assert {(g["protocol"], g["concurrency"]) for g in data["batching_gain"]} == {
+        (p, n) for p in PROTOCOLS for n in CONCURRENCY
+    }
     assert all(g["ratio"] > 0 for g in data["batching_gain"])
     assert len(data["summary"]) == 2 * len(PROTOCOLS) * len(CONCURRENCY)
     engine = data["engine"]
@@ -80,8 +98,10 @@ def test_report_has_summary_gain_engine_machine_and_plot(report):
 def _batch_histogram(cumulative: dict[str, float], total: float) -> str:
     lines = [f'predictor_batch_size_bucket{{le="{le}"}} {n}' for le, n in cumulative.items()]
     count = list(cumulative.values())[-1]
-    return "# TYPE predictor_batch_size histogram\n" + "\n".join(lines) + (
-        f"\npredictor_batch_size_count {count}\npredictor_batch_size_sum {total}\n"
+    return (
+        "# TYPE predictor_batch_size histogram\n"
+        + "\n".join(lines)
+        + (f"\npredictor_batch_size_count {count}\npredictor_batch_size_sum {total}\n")
     )
 
 
@@ -89,7 +109,10 @@ def test_batch_histogram_diff_is_per_bucket_not_cumulative():
     before = parse_metrics(_batch_histogram({"1.0": 1, "2.0": 1, "4.0": 2, "+Inf": 2}, total=5))
     after = parse_metrics(_batch_histogram({"1.0": 3, "2.0": 5, "4.0": 9, "+Inf": 9}, total=24))
     assert batch_distribution(before, after) == {
-        "batches": 7, "images": 19, "mean": 2.71, "buckets": {"1": 2, "2": 2, "4": 3, "+Inf": 0},
+        "batches": 7,
+        "images": 19,
+        "mean": 2.71,
+        "buckets": {"1": 2, "2": 2, "4": 3, "+Inf": 0},
     }
 
 
@@ -100,10 +123,30 @@ def test_clients_spread_over_processes_load_a_multi_worker_server(tmp_path):
     make_small_artifact(tmp_path / "small")
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "scripts/bench.py", "--model_dir", str(tmp_path / "small"), "--model_name", "small",
-        "--protocols", "grpc,v1", "--concurrency", "4", "--duration_s", "1", "--warmup_s", "0.3",
-        "--skip_engine", "--skip_baseline", "--client_processes", "2", "--grpc_channels", "4",
-        "--server_args", "--workers 2", "--output_dir", str(out),
+        sys.executable,
+        "scripts/bench.py",
+        "--model_dir",
+        str(tmp_path / "small"),
+        "--model_name",
+        "small",
+        "--protocols",
+        "grpc,v1",
+        "--concurrency",
+        "4",
+        "--duration_s",
+        "1",
+        "--warmup_s",
+        "0.3",
+        "--skip_engine",
+        "--skip_baseline",
+        "--client_processes",
+        "2",
+        "--grpc_channels",
+        "4",
+        "--server_args",
+        "--workers 2",
+        "--output_dir",
+        str(out),
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -26,8 +26,13 @@ def small(tmp_path_factory):
 
 
 def _transform(spec) -> EvalTransform:
-    return EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean, std=spec.std,
-                         interpolation=spec.interpolation)
+    return EvalTransform(
+        resize_size=spec.resize_size,
+        crop_size=spec.crop_size,
+        mean=spec.mean,
+        std=spec.std,
+        interpolation=spec.interpolation,
+    )
 
 
 def _engine(artifact, **config) -> Engine:
@@ -59,7 +64,11 @@ def test_every_input_kind_gives_the_reference_answer(small):
 
 def test_an_undecodable_image_fails_alone_and_its_batch_mates_are_answered(small):
     engine = _engine(small, max_batch_size=4)
-    jobs = [Job(EncodedImage(jpeg("coffee")), 2), Job(EncodedImage(jpeg("chelsea")[:3000]), 2), Job(EncodedImage(jpeg("chelsea")), 2)]
+    jobs = [
+        Job(EncodedImage(jpeg("coffee")), 2),
+        Job(EncodedImage(jpeg("chelsea")[:3000]), 2),
+        Job(EncodedImage(jpeg("chelsea")), 2),
+    ]
     good, bad, also_good = _run(engine, jobs)
     assert isinstance(bad, InvalidInput) and "could not be decoded" in str(bad)
     assert len(good.indices) == len(also_good.indices) == 2
@@ -130,7 +139,7 @@ def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
     compiled.warmup()  # compiles every bucket before the first request
     assert compiled.buckets == [1, 2, 4]
     jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee", "chelsea")]  # 3 pads to 4
-    for a, b in zip(_run(eager, jobs), _run(compiled, jobs)):
+    for a, b in zip(_run(eager, jobs), _run(compiled, jobs), strict=False):
         assert a.indices == b.indices
         torch.testing.assert_close(torch.tensor(a.probabilities), torch.tensor(b.probabilities), rtol=1e-3, atol=1e-4)
     eager.close()
@@ -145,7 +154,7 @@ def test_compiled_engine_captures_only_the_chosen_buckets(small):
     compiled.warmup()
     assert compiled.buckets == [1, 4]
     jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee")]  # 2 pads to 4
-    for a, b in zip(_run(eager, jobs), _run(compiled, jobs)):
+    for a, b in zip(_run(eager, jobs), _run(compiled, jobs), strict=False):
         assert a.indices == b.indices
     eager.close()
     compiled.close()

@@ -47,7 +47,11 @@ def test_default_export_writes_lite0_safetensors_with_tf_preprocessing(lite0_art
     spec = read_spec(directory)
     assert (spec.format, spec.file, spec.architecture) == ("safetensors", "model.safetensors", "efficientnet-lite0")
     assert (spec.num_classes, spec.resize_size, spec.crop_size, spec.interpolation, spec.top_k) == (
-        1000, 256, 224, "bilinear", 5,
+        1000,
+        256,
+        224,
+        "bilinear",
+        5,
     )
     assert spec.mean == pytest.approx((127 / 255,) * 3) and spec.std == pytest.approx((128 / 255,) * 3)
     assert spec.sha256 == file_sha256(directory / "model.safetensors")
@@ -108,8 +112,14 @@ def test_weights_and_labels_files_are_used(tmp_path: Path) -> None:
     make_small_artifact(tmp_path / "src", seed=5)
     labels = tmp_path / "names.txt"
     labels.write_text("".join(f"thing {i}\n" for i in range(10)))
-    spec = make_small_artifact(tmp_path / "out", "state_dict", weights=tmp_path / "src" / "model.safetensors",
-                               labels=labels, top_k=3, interpolation="bicubic")
+    spec = make_small_artifact(
+        tmp_path / "out",
+        "state_dict",
+        weights=tmp_path / "src" / "model.safetensors",
+        labels=labels,
+        top_k=3,
+        interpolation="bicubic",
+    )
     artifact = load_artifact(tmp_path / "out")
     assert artifact.labels[9] == "thing 9" and (spec.top_k, spec.interpolation) == (3, "bicubic")
     source = load_artifact(tmp_path / "src").module
@@ -121,8 +131,9 @@ def test_weights_and_labels_files_are_used(tmp_path: Path) -> None:
 def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     make_small_artifact(tmp_path / "src")
     with pytest.raises(ArtifactError, match=r"model\.safetensors.*resnet18"):
-        export_model_module().export(tmp_path / "out", arch="resnet18", num_classes=10,
-                                     weights=tmp_path / "src" / "model.safetensors")
+        export_model_module().export(
+            tmp_path / "out", arch="resnet18", num_classes=10, weights=tmp_path / "src" / "model.safetensors"
+        )
 
 
 def test_packaged_lite0_weights_need_1000_classes(tmp_path: Path) -> None:
@@ -145,9 +156,32 @@ def test_bad_preprocessing_arguments_are_refused(tmp_path: Path) -> None:
 
 def test_cli_writes_artifact_and_reports_errors(tmp_path: Path, capsys) -> None:
     exporter = export_model_module()
-    code = exporter.main(["--output", str(tmp_path / "cli"), "--arch", "mobilenet_v3_small", "--num_classes", "4",
-                          "--crop_size", "64", "--resize_size", "64", "--format", "torchscript", "--top_k", "2",
-                          "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"])
+    code = exporter.main(
+        [
+            "--output",
+            str(tmp_path / "cli"),
+            "--arch",
+            "mobilenet_v3_small",
+            "--num_classes",
+            "4",
+            "--crop_size",
+            "64",
+            "--resize_size",
+            "64",
+            "--format",
+            "torchscript",
+            "--top_k",
+            "2",
+            "--mean",
+            "0.5",
+            "0.5",
+            "0.5",
+            "--std",
+            "0.25",
+            "0.25",
+            "0.25",
+        ]
+    )
     assert code == 0
     spec = json.loads((tmp_path / "cli" / "model.json").read_text())
     assert spec["format"] == "torchscript" and spec["top_k"] == 2 and spec["std"] == [0.25] * 3

@@ -129,7 +129,10 @@ def test_no_operation_answers_5xx_or_leaks_internals(server, api_schema, method:
         echoed = [str(v) for v in (case.path_parameters or {}).values()]
         content_type = response.headers.get("content-type") or [""]  # schemathesis: name -> list of values
         assert_well_behaved(
-            response.status_code, content_type[0], response.text, echoed=echoed,
+            response.status_code,
+            content_type[0],
+            response.text,
+            echoed=echoed,
             what=f"{method} {case.formatted_path} query={case.query} body={str(case.body)[:300]}",
         )
 
@@ -140,14 +143,31 @@ def test_no_operation_answers_5xx_or_leaks_internals(server, api_schema, method:
 
 # The OpenAPI document gives v1 :predict no body schema, so schemathesis sends it none; these bodies fill that gap.
 _json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(alphabet=st.characters(codec="ascii"), max_size=10)),
-    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(alphabet=st.characters(codec="ascii"), max_size=6), c, max_size=3)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(alphabet=st.characters(codec="ascii"), max_size=10),
+    ),
+    lambda c: st.one_of(
+        st.lists(c, max_size=4),
+        st.dictionaries(st.text(alphabet=st.characters(codec="ascii"), max_size=6), c, max_size=3),
+    ),
     max_leaves=16,
 )
 _v1_body = st.one_of(
     _json,
     st.fixed_dictionaries(
-        {"instances": st.one_of(st.lists(st.one_of(_json, st.builds(lambda s: {"b64": s}, _json), st.just({"b64": b64(jpeg("chelsea"))})), max_size=3), _json)},
+        {
+            "instances": st.one_of(
+                st.lists(
+                    st.one_of(_json, st.builds(lambda s: {"b64": s}, _json), st.just({"b64": b64(jpeg("chelsea"))})),
+                    max_size=3,
+                ),
+                _json,
+            )
+        },
         optional={"top_k": st.one_of(st.integers(-5, 2000), st.text(alphabet="0123456789x -", max_size=4), _json)},
     ),
 )
@@ -179,7 +199,9 @@ def _png(width: int, height: int) -> bytes:
 
 
 def _v1(server, instances: list, **extra: Any) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", json={"instances": instances, **extra}, timeout=120)
+    return httpx.post(
+        f"{server.base_url}/v1/models/{server.model_name}:predict", json={"instances": instances, **extra}, timeout=120
+    )
 
 
 @pytest.mark.parametrize("request_", ["metadata", "ready", "versioned ready", "infer"])
@@ -189,8 +211,12 @@ def test_a_model_version_is_a_client_error_not_a_501(server, request_: str) -> N
         "metadata": lambda: httpx.get(f"{base}/v2/models/{name}", params={"model_version": "1"}, timeout=30),
         "ready": lambda: httpx.get(f"{base}/v2/models/{name}/ready", params={"model_version": "1"}, timeout=30),
         "versioned ready": lambda: httpx.get(f"{base}/v2/models/{name}/versions/1/ready", timeout=30),
-        "infer": lambda: httpx.post(f"{base}/v2/models/{name}/infer", params={"model_version": "1"}, timeout=30,
-                                    json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]}]}),
+        "infer": lambda: httpx.post(
+            f"{base}/v2/models/{name}/infer",
+            params={"model_version": "1"},
+            timeout=30,
+            json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]}]},
+        ),
     }[request_]()
     assert_well_behaved(r.status_code, r.headers.get("content-type", ""), r.text)
 
@@ -201,10 +227,18 @@ def test_a_unicode_numeral_top_k_gets_400(server) -> None:
 
 
 def test_binary_request_with_string_output_parameters_gets_400(server) -> None:
-    head = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}],
-                       "outputs": [{"name": "probabilities", "parameters": "classification"}]}).encode()
-    r = httpx.post(f"{server.base_url}/v2/models/{server.model_name}/infer", content=head, timeout=60,
-                   headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))})
+    head = json.dumps(
+        {
+            "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}],
+            "outputs": [{"name": "probabilities", "parameters": "classification"}],
+        }
+    ).encode()
+    r = httpx.post(
+        f"{server.base_url}/v2/models/{server.model_name}/infer",
+        content=head,
+        timeout=60,
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
+    )
     assert r.status_code == 400, r.text
 
 

@@ -18,7 +18,8 @@ import base64
 import io
 import json
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,10 +117,14 @@ wire_floats = st.floats(allow_nan=True, allow_infinity=False)  # JSON has no Inf
 json_scalars = st.one_of(st.none(), st.booleans(), wire_ints, wire_floats, st.text(max_size=12), digit_strings)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=24,
 )
-integer_like = st.one_of(st.integers(-3, 1200), wire_ints, digit_strings, st.text(max_size=4), wire_floats, st.booleans(), st.none())
+integer_like = st.one_of(
+    st.integers(-3, 1200), wire_ints, digit_strings, st.text(max_size=4), wire_floats, st.booleans(), st.none()
+)
 
 
 def b64(data: bytes) -> str:
@@ -136,7 +141,9 @@ def v1_bodies(draw: st.DrawFn) -> Any:
         # [3, S, S]-ish nested lists, right or wrong in shape, with strings, NaN-strings, None...
         st.builds(
             lambda c, h, w, v: [[[v] * w] * h] * c,
-            st.integers(0, 4), st.integers(0, 9), st.integers(0, 9),
+            st.integers(0, 4),
+            st.integers(0, 9),
+            st.integers(0, 9),
             st.one_of(wire_floats, wire_ints, st.sampled_from(["NaN", "inf", "1.5", "x"]), st.none()),
         ),
         json_values,
@@ -144,7 +151,9 @@ def v1_bodies(draw: st.DrawFn) -> Any:
     body: dict[str, Any] = {}
     if draw(st.integers(0, 9)):
         # Mostly a valid instance list with at most one bad instance, so that decoding gets past it to top_k.
-        instances = draw(st.lists(st.builds(lambda d: {"b64": b64(d)}, st.sampled_from(GOOD_IMAGES)), min_size=1, max_size=3))
+        instances = draw(
+            st.lists(st.builds(lambda d: {"b64": b64(d)}, st.sampled_from(GOOD_IMAGES)), min_size=1, max_size=3)
+        )
         if draw(st.booleans()):
             instances.insert(draw(st.integers(0, len(instances))), draw(instance))
         body["instances"] = draw(st.one_of(st.just(instances), st.lists(instance, max_size=5), json_values))
@@ -159,7 +168,9 @@ v2_datatypes = st.one_of(st.sampled_from(["BYTES", "UINT8", "FP32", "FP16", "INT
 v2_shapes = st.one_of(
     st.lists(st.one_of(st.integers(-2, 10), st.sampled_from([MODEL.crop_size, 3])), max_size=5),
     st.lists(wire_ints, max_size=4),
-    st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=2)), max_size=3),
+    st.lists(
+        st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=2)), max_size=3
+    ),
     st.none(),
     st.text(max_size=3),
 )
@@ -231,12 +242,20 @@ def v2_requests(draw: st.DrawFn) -> InferRequest:
         else:
             tensor.data = draw(v2_data(shape, datatype.upper()))
         inputs.append(tensor)
-    parameters = draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(["top_k", "binary_data_output", "x"]), integer_like, max_size=2)))
+    parameters = draw(
+        st.one_of(
+            st.none(), st.dictionaries(st.sampled_from(["top_k", "binary_data_output", "x"]), integer_like, max_size=2)
+        )
+    )
     outputs = draw(
         st.one_of(
             st.none(),
             st.lists(
-                st.builds(RequestedOutput, st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)), output_parameters),
+                st.builds(
+                    RequestedOutput,
+                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
+                    output_parameters,
+                ),
                 max_size=3,
             ),
         )
@@ -253,7 +272,15 @@ def broken_v2(draw: st.DrawFn) -> InferRequest:
         request.parameters = {"top_k": draw(integer_like)}
     elif what == "outputs":
         request.request_outputs = draw(
-            st.lists(st.builds(RequestedOutput, st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)), output_parameters), min_size=1, max_size=3)
+            st.lists(
+                st.builds(
+                    RequestedOutput,
+                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
+                    output_parameters,
+                ),
+                min_size=1,
+                max_size=3,
+            )
         )
     elif what == "shape":
         tensor.shape = draw(v2_shapes)
@@ -274,6 +301,7 @@ def broken_v2(draw: st.DrawFn) -> InferRequest:
 
 
 # ----------------------------------------------------------------------------- the only exception is InvalidInput
+
 
 # The v1 top_k is `_positive_int`'s first customer: Unicode "digits" such as "²" pass str.isdigit() but not int().
 @FUZZ
@@ -317,7 +345,13 @@ def binary_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
                     st.fixed_dictionaries(
                         {"name": st.sampled_from(list(codec.OUTPUT_DATATYPES))},
                         # Not only objects: a string or list that happens to contain a parameter's name, too.
-                        optional={"parameters": st.one_of(output_parameters, json_values, st.sampled_from(["classification", ["class_count"], "binary_data"]))},
+                        optional={
+                            "parameters": st.one_of(
+                                output_parameters,
+                                json_values,
+                                st.sampled_from(["classification", ["class_count"], "binary_data"]),
+                            )
+                        },
                     ),
                     max_size=2,
                 ),
@@ -325,7 +359,9 @@ def binary_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
             )
         )
     if draw(st.booleans()):
-        header["parameters"] = draw(st.one_of(st.dictionaries(st.sampled_from(["top_k", "x"]), integer_like, max_size=2), json_values))
+        header["parameters"] = draw(
+            st.one_of(st.dictionaries(st.sampled_from(["top_k", "x"]), integer_like, max_size=2), json_values)
+        )
     if draw(st.booleans()):
         header["id"] = draw(json_values)
     if draw(st.integers(0, 19)) == 0:
@@ -334,8 +370,10 @@ def binary_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     if draw(st.integers(0, 19)) == 0:
         head = draw(st.binary(max_size=32))
     # Mostly the true length, so that the rest of the body gets parsed.
-    length = str(len(head)) if draw(st.integers(0, 3)) else draw(
-        st.one_of(st.integers(-5, len(head) + len(binary) + 5).map(str), st.text(max_size=6), digit_strings)
+    length = (
+        str(len(head))
+        if draw(st.integers(0, 3))
+        else draw(st.one_of(st.integers(-5, len(head) + len(binary) + 5).map(str), st.text(max_size=6), digit_strings))
     )
     headers = {} if draw(st.integers(0, 19)) == 0 else {v2_binary.HEADER: length}
     return head + binary, headers
@@ -352,7 +390,9 @@ def test_v2_binary_parse_and_decode_raise_only_invalid_input(body_and_headers: t
 @FUZZ
 @given(data=image_bytes)
 def test_check_image_raises_only_invalid_input(data: bytes) -> None:
-    fmt = only_invalid_input(lambda: check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio))
+    fmt = only_invalid_input(
+        lambda: check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio)
+    )
     assert fmt in (None, "jpeg", "png", "webp")
 
 
@@ -367,7 +407,9 @@ def test_a_unicode_numeral_as_top_k_is_invalid_input(where: str) -> None:
         "v1 top_k": lambda: codec.decode_v1({"instances": [{"b64": b64(GOOD_IMAGES[0])}], "top_k": "²"}, MODEL, LIMITS),
         "v2 top_k": lambda: codec.decode_v2(InferRequest("m", [pixels], parameters={"top_k": "²"}), MODEL, LIMITS),
         "v2 class_count": lambda: codec.decode_v2(
-            InferRequest("m", [pixels], request_outputs=[RequestedOutput("probabilities", {"class_count": "²"})]), MODEL, LIMITS
+            InferRequest("m", [pixels], request_outputs=[RequestedOutput("probabilities", {"class_count": "²"})]),
+            MODEL,
+            LIMITS,
         ),
     }
     with pytest.raises(InvalidInput):
@@ -377,8 +419,10 @@ def test_a_unicode_numeral_as_top_k_is_invalid_input(where: str) -> None:
 @pytest.mark.parametrize("parameters", ["classification", ["class_count"]], ids=["string", "list"])
 def test_binary_outputs_parameters_that_are_not_an_object_are_invalid_input(parameters: Any) -> None:
     head = json.dumps(
-        {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}],
-         "outputs": [{"name": "probabilities", "parameters": parameters}]}
+        {
+            "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}],
+            "outputs": [{"name": "probabilities", "parameters": parameters}],
+        }
     ).encode()
     with pytest.raises(InvalidInput):
         codec.decode_v2(v2_binary.parse(head, {v2_binary.HEADER: str(len(head))}, "m"), MODEL, LIMITS)
@@ -398,7 +442,8 @@ def good_v1(draw: st.DrawFn) -> tuple[dict, int]:
                 st.builds(lambda d: {"image": {"b64": b64(d)}}, st.sampled_from(GOOD_IMAGES)),
                 st.floats(-3, 3, allow_nan=False).map(lambda v: [[[v] * s] * s] * 3),
             ),
-            min_size=n, max_size=n,
+            min_size=n,
+            max_size=n,
         )
     )
     body: dict[str, Any] = {"instances": instances}
@@ -434,7 +479,9 @@ def good_v2(draw: st.DrawFn) -> tuple[InferRequest, int]:
         if kind == "pixels":
             h, w, c = draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.sampled_from([1, 3, 4]))
             dims = [h, w, c]
-            array = np.asarray(draw(st.lists(st.integers(0, 255), min_size=n * h * w * c, max_size=n * h * w * c)), dtype=np.uint8)
+            array = np.asarray(
+                draw(st.lists(st.integers(0, 255), min_size=n * h * w * c, max_size=n * h * w * c)), dtype=np.uint8
+            )
             datatype = "UINT8"
         else:
             dims = [3, MODEL.crop_size, MODEL.crop_size]
@@ -454,9 +501,13 @@ def good_v2(draw: st.DrawFn) -> tuple[InferRequest, int]:
                 st.builds(
                     RequestedOutput,
                     st.sampled_from(list(codec.OUTPUT_DATATYPES)),
-                    st.fixed_dictionaries({}, optional={"class_count": st.integers(1, MODEL.num_classes), "binary_data": st.booleans()}),
+                    st.fixed_dictionaries(
+                        {}, optional={"class_count": st.integers(1, MODEL.num_classes), "binary_data": st.booleans()}
+                    ),
                 ),
-                min_size=1, max_size=3, unique_by=lambda o: o.name,
+                min_size=1,
+                max_size=3,
+                unique_by=lambda o: o.name,
             ),
         )
     )
@@ -475,13 +526,19 @@ def test_a_well_formed_v2_request_decodes_to_one_image_per_element(case: tuple[I
             assert image.pixels.dtype.is_floating_point is False and image.pixels.shape[0] == 3
         if isinstance(image, codec.PreprocessedImage):
             assert tuple(image.tensor.shape) == (3, MODEL.crop_size, MODEL.crop_size)
-    assert [o.name for o in decoded.outputs] == ([o.name for o in request.request_outputs] if request.request_outputs else list(codec.OUTPUT_DATATYPES))
+    assert [o.name for o in decoded.outputs] == (
+        [o.name for o in request.request_outputs] if request.request_outputs else list(codec.OUTPUT_DATATYPES)
+    )
 
 
 @FUZZ
 @given(data=st.sampled_from(GOOD_IMAGES))
 def test_a_good_image_passes_check_image(data: bytes) -> None:
-    assert check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio) in ("jpeg", "png", "webp")
+    assert check_image(data, max_pixels=LIMITS.max_image_pixels, max_aspect_ratio=LIMITS.max_aspect_ratio) in (
+        "jpeg",
+        "png",
+        "webp",
+    )
 
 
 # ----------------------------------------------------------------------------- the JPEG header walk
@@ -527,6 +584,8 @@ def test_the_jpeg_header_walk_reads_the_size_the_encoder_wrote(case: tuple[bytes
 
 @FUZZ
 @given(case=jpeg_files(), cut=st.floats(0, 1))
-def test_a_truncated_jpeg_header_gives_the_size_or_invalid_input(case: tuple[bytes, tuple[int, int]], cut: float) -> None:
+def test_a_truncated_jpeg_header_gives_the_size_or_invalid_input(
+    case: tuple[bytes, tuple[int, int]], cut: float
+) -> None:
     data, size = case
     assert only_invalid_input(lambda: header_size(data[: int(len(data) * cut)], "jpeg")) in (size, None)

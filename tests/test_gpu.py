@@ -27,8 +27,13 @@ def lite0(default_model_dir):
 
 
 def _transform(spec) -> EvalTransform:
-    return EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean, std=spec.std,
-                         interpolation=spec.interpolation)
+    return EvalTransform(
+        resize_size=spec.resize_size,
+        crop_size=spec.crop_size,
+        mean=spec.mean,
+        std=spec.std,
+        interpolation=spec.interpolation,
+    )
 
 
 def _run(engine: Engine, jobs: list[Job]):
@@ -38,7 +43,7 @@ def _run(engine: Engine, jobs: list[Job]):
 def test_nvjpeg_decodes_on_the_device_and_matches_the_cpu_decoder():
     data = [jpeg("chelsea"), jpeg("coffee")]
     decoded = decode_jpegs_gpu(data, torch.device("cuda"))
-    for gpu, raw in zip(decoded, data):
+    for gpu, raw in zip(decoded, data, strict=False):
         assert gpu.is_cuda and gpu.dtype == torch.uint8
         # nvJPEG and libjpeg-turbo may differ by a rounding step per pixel, never more on average.
         assert (gpu.cpu().float() - decode_cpu(raw).float()).abs().mean() < 2.0
@@ -52,13 +57,19 @@ def test_a_bad_jpeg_in_a_gpu_batch_fails_alone():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
 def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
-    jobs = [Job(EncodedImage(jpeg("chelsea")), 5), Job(EncodedImage(encode(photo("coffee"), "PNG")), 5),
-            Job(PixelImage(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous()), 5)]
+    jobs = [
+        Job(EncodedImage(jpeg("chelsea")), 5),
+        Job(EncodedImage(encode(photo("coffee"), "PNG")), 5),
+        Job(PixelImage(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous()), 5),
+    ]
     cpu = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cpu", max_batch_size=4))
-    gpu = Engine(load_artifact(lite0.directory).module, _transform(lite0.spec),
-                 EngineConfig(device="cuda", precision=precision, max_batch_size=4))
+    gpu = Engine(
+        load_artifact(lite0.directory).module,
+        _transform(lite0.spec),
+        EngineConfig(device="cuda", precision=precision, max_batch_size=4),
+    )
     gpu.warmup()
-    for c, g in zip(_run(cpu, jobs), _run(gpu, jobs)):
+    for c, g in zip(_run(cpu, jobs), _run(gpu, jobs), strict=False):
         assert c.indices[0] == g.indices[0]
         assert abs(c.probabilities[0] - g.probabilities[0]) < 0.05
     cpu.close()
@@ -67,11 +78,14 @@ def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
 
 def test_compiled_cuda_graph_buckets_agree_with_eager(lite0):
     eager = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cuda", max_batch_size=8))
-    compiled = Engine(load_artifact(lite0.directory).module, _transform(lite0.spec),
-                      EngineConfig(device="cuda", max_batch_size=8, compile=True))
+    compiled = Engine(
+        load_artifact(lite0.directory).module,
+        _transform(lite0.spec),
+        EngineConfig(device="cuda", max_batch_size=8, compile=True),
+    )
     compiled.warmup()
     jobs = [Job(EncodedImage(jpeg(n)), 3) for n in ("chelsea", "coffee", "chelsea", "coffee", "chelsea")]  # pads to 8
-    for a, b in zip(_run(eager, jobs), _run(compiled, jobs)):
+    for a, b in zip(_run(eager, jobs), _run(compiled, jobs), strict=False):
         assert a.indices == b.indices
     eager.close()
     compiled.close()
@@ -106,8 +120,11 @@ def test_the_server_serves_on_the_gpu(default_model_dir):
     try:
         import httpx
 
-        r = httpx.post(f"{running.base_url}/v1/models/{running.model_name}:predict",
-                       json={"instances": [{"b64": b64(jpeg("chelsea"))}, {"b64": b64(jpeg("coffee"))}]}, timeout=60)
+        r = httpx.post(
+            f"{running.base_url}/v1/models/{running.model_name}:predict",
+            json={"instances": [{"b64": b64(jpeg("chelsea"))}, {"b64": b64(jpeg("coffee"))}]},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         first, second = r.json()["predictions"]
         assert CAT_CLASSES & set(first["class_names"][:3]) and COFFEE_CLASSES & set(second["class_names"][:3])

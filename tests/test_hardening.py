@@ -27,12 +27,18 @@ def strict(default_model_dir):
     """A server with a small body cap and a short queue, so limits are cheap to reach."""
     running = _server.start(
         default_model_dir,
-        "--max_body_bytes", str(MAX_BODY_BYTES),
-        "--max_batch_size", "4",
-        "--max_latency_ms", "2",
-        "--max_queue_size", "8",
-        "--request_timeout_ms", "20000",
-        "--decode_threads", "2",
+        "--max_body_bytes",
+        str(MAX_BODY_BYTES),
+        "--max_batch_size",
+        "4",
+        "--max_latency_ms",
+        "2",
+        "--max_queue_size",
+        "8",
+        "--request_timeout_ms",
+        "20000",
+        "--decode_threads",
+        "2",
     )
     yield running
     running.stop()
@@ -53,12 +59,20 @@ def _padded_body(total_bytes: int) -> bytes:
 
 
 def test_a_body_one_byte_over_the_cap_is_413_and_one_just_under_is_served(strict):
-    over = httpx.post(_predict_url(strict), content=_padded_body(MAX_BODY_BYTES + 1),
-                      headers={"content-type": "application/json"}, timeout=30)
+    over = httpx.post(
+        _predict_url(strict),
+        content=_padded_body(MAX_BODY_BYTES + 1),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert over.status_code == 413, over.text
     assert f"max_body_bytes={MAX_BODY_BYTES}" in over.json()["error"]
-    under = httpx.post(_predict_url(strict), content=_padded_body(MAX_BODY_BYTES),
-                       headers={"content-type": "application/json"}, timeout=30)
+    under = httpx.post(
+        _predict_url(strict),
+        content=_padded_body(MAX_BODY_BYTES),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert under.status_code == 200, under.text
     strict.assert_still_serving()
 
@@ -106,6 +120,7 @@ def test_150000_deep_nested_json_is_400(server, path):
 
 def _png_bomb(width: int, height: int) -> bytes:
     """A real, valid 1-bit PNG of width x height whose zeros compress to a few KB."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -135,8 +150,12 @@ def _psd() -> bytes:
 
 @pytest.mark.parametrize(
     "name, data",
-    [("TIFF", encode(photo("chelsea"), "TIFF")), ("PSD", _psd()), ("GIF", encode(photo("chelsea"), "GIF")),
-     ("BMP", encode(photo("chelsea"), "BMP"))],
+    [
+        ("TIFF", encode(photo("chelsea"), "TIFF")),
+        ("PSD", _psd()),
+        ("GIF", encode(photo("chelsea"), "GIF")),
+        ("BMP", encode(photo("chelsea"), "BMP")),
+    ],
 )
 def test_formats_outside_the_allow_list_are_named_and_refused(server, name, data):
     r = httpx.post(_predict_url(server), json={"instances": [{"b64": b64(data)}]}, timeout=60)
@@ -150,9 +169,22 @@ def _nan_binary_request() -> tuple[bytes, dict]:
     tensor = np.zeros((1, 3, 224, 224), dtype=np.float32)
     tensor[0, 0, 0, 0] = np.nan
     raw = tensor.tobytes()
-    header = json.dumps({"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1, 3, 224, 224],
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    return header + raw, {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "tensor",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 224, 224],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    return header + raw, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
 
 
 def test_a_nan_request_next_to_good_ones_leaves_their_results_identical(server):
@@ -170,7 +202,7 @@ def test_a_nan_request_next_to_good_ones_leaves_their_results_identical(server):
 
     alone = httpx.post(url, json=good, timeout=60).json()
     responses = asyncio.run(together())
-    for bad, good_response in zip(responses[0::2], responses[1::2]):
+    for bad, good_response in zip(responses[0::2], responses[1::2], strict=False):
         assert bad.status_code == 400 and "NaN or Inf" in bad.json()["error"], bad.text
         assert good_response.status_code == 200, good_response.text
         assert_same_prediction(good_response.json(), alone)
@@ -183,7 +215,9 @@ def assert_same_prediction(got: dict, alone: dict) -> None:
     got_outputs, alone_outputs = by_name(got), by_name(alone)
     assert got_outputs["class_names"] == alone_outputs["class_names"]
     assert got_outputs["class_indices"] == alone_outputs["class_indices"]
-    np.testing.assert_allclose(got_outputs["probabilities"]["data"], alone_outputs["probabilities"]["data"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        got_outputs["probabilities"]["data"], alone_outputs["probabilities"]["data"], rtol=1e-4, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- repository API
@@ -230,17 +264,19 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_and_no_500s(strict):
 
     async def flood():
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+
             async def one():
                 start = time.monotonic()
                 r = await client.post(url, json=body)
                 return r, time.monotonic() - start
+
             return await asyncio.gather(*(one() for _ in range(40)))
 
     results = asyncio.run(flood())
     codes = [r.status_code for r, _ in results]
     assert set(codes) <= {200, 503}, codes
     assert codes.count(503) > 0 and codes.count(200) > 0, codes
-    for r, elapsed_s in results:
+    for r, _elapsed_s in results:
         if r.status_code == 503:
             assert int(r.headers["retry-after"]) >= 1
             assert "max_queue_size=8" in r.json()["error"]
@@ -257,11 +293,13 @@ def test_clients_that_disconnect_leak_no_queue_slots(strict):
 
     async def impatient():
         async with httpx.AsyncClient(timeout=httpx.Timeout(0.05)) as client:
+
             async def one():
                 try:
                     await client.post(url, json=body)
                 except httpx.TimeoutException:
                     pass
+
             await asyncio.gather(*(one() for _ in range(12)))
 
     asyncio.run(impatient())
@@ -279,9 +317,19 @@ def test_clients_that_disconnect_leak_no_queue_slots(strict):
 
 
 def test_an_expired_request_is_504_before_any_device_work(default_model_dir):
-    running = _server.start(default_model_dir, "--max_batch_size", "1", "--max_latency_ms", "0",
-                            "--request_timeout_ms", "1", "--max_concurrent_batches", "1")
+    running = _server.start(
+        default_model_dir,
+        "--max_batch_size",
+        "1",
+        "--max_latency_ms",
+        "0",
+        "--request_timeout_ms",
+        "1",
+        "--max_concurrent_batches",
+        "1",
+    )
     try:
+
         async def burst():
             async with httpx.AsyncClient(timeout=60) as client:
                 body = {"instances": [{"b64": b64(jpeg("chelsea"))}]}

@@ -57,7 +57,10 @@ def test_v1_base64_images_of_different_sizes_in_one_request(server):
 
 def test_v1_preprocessed_tensor_matches_the_image_path(server, spec):
     transform = EvalTransform(
-        resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean, std=spec.std,
+        resize_size=spec.resize_size,
+        crop_size=spec.crop_size,
+        mean=spec.mean,
+        std=spec.std,
         interpolation=spec.interpolation,
     )
     tensor = transform(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous())
@@ -82,7 +85,9 @@ def test_v1_top_k(server):
 
 def test_v2_rest_json_base64_bytes(server):
     body = {
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(jpeg("chelsea")), b64(jpeg("coffee"))]}],
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(jpeg("chelsea")), b64(jpeg("coffee"))]}
+        ],
         "parameters": {"top_k": 3},
     }
     r = httpx.post(f"{server.base_url}/v2/models/{server.model_name}/infer", json=body, timeout=60)
@@ -102,7 +107,9 @@ def test_v2_rest_binary_with_tritonclient(server):
     images = np.array([jpeg("chelsea"), encode(photo("coffee"), "WEBP")], dtype=np.object_)
     inp = httpclient.InferInput("image", [2], "BYTES")
     inp.set_data_from_numpy(images, binary_data=True)
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in ("class_names", "probabilities", "class_indices")]
+    outputs = [
+        httpclient.InferRequestedOutput(n, binary_data=True) for n in ("class_names", "probabilities", "class_indices")
+    ]
     result = client.infer(server.model_name, [inp], outputs=outputs)
     names = result.as_numpy("class_names")
     assert names.shape == (2, 5)
@@ -118,7 +125,9 @@ def test_v2_classification_extension_over_rest(server, labels):
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
     inp = httpclient.InferInput("image", [1], "BYTES")
     inp.set_data_from_numpy(np.array([jpeg("chelsea")], dtype=np.object_), binary_data=True)
-    result = client.infer(server.model_name, [inp], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)])
+    result = client.infer(
+        server.model_name, [inp], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)]
+    )
     rows = result.as_numpy("probabilities")
     assert rows.shape == (1, 3)
     score, index, label = rows[0][0].decode().split(":", 2)
@@ -139,7 +148,9 @@ def _v2_pixels_top(server, hwc: np.ndarray, names: bool = False):
 
 def test_v2_fp32_preprocessed_tensor_over_rest_binary(server, spec):
     transform = EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean, std=spec.std)
-    batch = torch.stack([transform(torch.from_numpy(photo(n)).permute(2, 0, 1).contiguous()) for n in ("chelsea", "coffee")])
+    batch = torch.stack(
+        [transform(torch.from_numpy(photo(n)).permute(2, 0, 1).contiguous()) for n in ("chelsea", "coffee")]
+    )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
     inp = httpclient.InferInput("tensor", list(batch.shape), "FP32")
     inp.set_data_from_numpy(batch.numpy(), binary_data=True)
@@ -155,8 +166,11 @@ def test_v2_fp32_preprocessed_tensor_over_rest_binary(server, spec):
 def test_v2_grpc_with_tritonclient_and_classification(server, labels):
     images = np.array([jpeg("coffee"), encode(photo("chelsea"), "PNG")], dtype=np.object_)
     result = _triton_grpc.infer(
-        server.grpc_url, server.model_name, [("image", "BYTES", images)],
-        outputs=[("class_names", 0), ("probabilities", 2)], parameters={"top_k": 4},
+        server.grpc_url,
+        server.model_name,
+        [("image", "BYTES", images)],
+        outputs=[("class_names", 0), ("probabilities", 2)],
+        parameters={"top_k": 4},
     )
     names = result["class_names"]
     assert names.shape == (2, 4)
@@ -204,7 +218,9 @@ def test_model_metadata_describes_real_inputs_and_outputs(server, spec):
     assert inputs["pixels"] == {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}
     assert inputs["tensor"]["shape"] == [-1, 3, spec.crop_size, spec.crop_size]
     assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
-        "class_names": "BYTES", "probabilities": "FP32", "class_indices": "INT64",
+        "class_names": "BYTES",
+        "probabilities": "FP32",
+        "class_indices": "INT64",
     }
     grpc_meta = _triton_grpc.metadata(server.grpc_url, server.model_name)
     assert {i["name"] for i in grpc_meta["inputs"]} == {"image", "pixels", "tensor"}
@@ -227,9 +243,13 @@ def test_each_allowed_format_is_decoded(server, fmt):
 
 def test_v1_json_sent_with_curls_default_form_content_type(server):
     # `curl -d` labels the body application/x-www-form-urlencoded; it is still JSON.
-    body = '{"instances": [{"b64": "%s"}]}' % b64(jpeg("chelsea"))
-    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", content=body,
-                   headers={"content-type": "application/x-www-form-urlencoded"}, timeout=60)
+    body = '{{"instances": [{{"b64": "{}"}}]}}'.format(b64(jpeg("chelsea")))
+    r = httpx.post(
+        f"{server.base_url}/v1/models/{server.model_name}:predict",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     _assert_cat(r.json()["predictions"][0]["class_names"])
 
@@ -244,9 +264,23 @@ def test_client_script_over_each_protocol(server, tmp_path, protocol):
     image.write_bytes(jpeg("chelsea"))
     port = server.grpc_port if protocol == "grpc" else server.http_port
     done = subprocess.run(
-        [sys.executable, "scripts/client.py", str(image), "--url", f"127.0.0.1:{port}", "--protocol", protocol,
-         "--model", server.model_name, "--top_k", "3"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "scripts/client.py",
+            str(image),
+            "--url",
+            f"127.0.0.1:{port}",
+            "--protocol",
+            protocol,
+            "--model",
+            server.model_name,
+            "--top_k",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[0])

@@ -18,12 +18,25 @@ def soak_report(default_model_dir, tmp_path_factory) -> dict:
     report = tmp_path_factory.mktemp("soak") / "report.json"
     done = subprocess.run(
         [
-            sys.executable, str(REPO / "scripts" / "soak.py"),
-            "--model_dir", str(default_model_dir),
-            "--baseline_s", "3", "--overload_s", "5", "--recovery_s", "4", "--soak_s", "10",
-            "--report", str(report),
+            sys.executable,
+            str(REPO / "scripts" / "soak.py"),
+            "--model_dir",
+            str(default_model_dir),
+            "--baseline_s",
+            "3",
+            "--overload_s",
+            "5",
+            "--recovery_s",
+            "4",
+            "--soak_s",
+            "10",
+            "--report",
+            str(report),
         ],
-        cwd=REPO, capture_output=True, text=True, timeout=150,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert report.exists(), f"no report (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     data = json.loads(report.read_text())

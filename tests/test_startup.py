@@ -59,7 +59,9 @@ def http_root(tmp_path):
     httpd.shutdown()
 
 
-def test_an_artifact_from_an_http_storage_uri_loads_through_kserves_downloader(server, default_model_dir, http_root, tmp_path):
+def test_an_artifact_from_an_http_storage_uri_loads_through_kserves_downloader(
+    server, default_model_dir, http_root, tmp_path
+):
     root, base_url = http_root
     with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
         for f in sorted(Path(default_model_dir).iterdir()):
@@ -165,7 +167,12 @@ def test_invalid_batching_flags_fail_the_start_with_the_rule(default_model_dir):
 
 def test_batch_buckets_that_cannot_hold_the_largest_batch_fail_the_start_with_the_rule(default_model_dir):
     _expect_start_failure(
-        default_model_dir, "--compile", "--max_batch_size", "8", "--batch_buckets", "1,4",
+        default_model_dir,
+        "--compile",
+        "--max_batch_size",
+        "8",
+        "--batch_buckets",
+        "1,4",
         fragments=("the largest of batch_buckets must equal max_batch_size (8)",),
     )
 
@@ -180,8 +187,11 @@ def test_latency_log_lines_are_off_by_default_and_on_when_asked(tmp_path):
     for flag, expect_lines in (("false", False), ("true", True)):
         running = _server.start(tmp_path / "small", "--enable_latency_logging", flag)
         try:
-            r = httpx.post(f"{running.base_url}/v1/models/{running.model_name}:predict",
-                           json={"instances": [{"b64": b64(jpeg("chelsea"))}]}, timeout=60)
+            r = httpx.post(
+                f"{running.base_url}/v1/models/{running.model_name}:predict",
+                json={"instances": [{"b64": b64(jpeg("chelsea"))}]},
+                timeout=60,
+            )
             assert r.status_code == 200, r.text
         finally:
             running.stop()

@@ -93,8 +93,10 @@ def test_v1_v2_rest_and_grpc_are_answered_over_many_connections(two_workers):
         assert CAT_CLASSES & set(_v1_top3(two_workers))
         r = httpx.post(
             f"{two_workers.base_url}/v2/models/{two_workers.model_name}/infer",
-            json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(jpeg("chelsea"))]}],
-                  "parameters": {"binary_data_output": False}},
+            json={
+                "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(jpeg("chelsea"))]}],
+                "parameters": {"binary_data_output": False},
+            },
             timeout=60,
         )
         assert r.status_code == 200, r.text
@@ -150,7 +152,11 @@ def test_sigterm_drains_every_worker_answers_all_in_flight_and_exits_0(tmp_path)
             tasks = [asyncio.create_task(client.post(url, json=body)) for _ in range(40)]
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                m = re.search(r"^predictor_inflight_requests ([0-9.]+)$", (await client.get(f"{running.base_url}/metrics")).text, re.M)
+                m = re.search(
+                    r"^predictor_inflight_requests ([0-9.]+)$",
+                    (await client.get(f"{running.base_url}/metrics")).text,
+                    re.M,
+                )
                 if m and float(m.group(1)) >= 10:
                     break
                 await asyncio.sleep(0.01)
@@ -199,7 +205,13 @@ def test_an_artifact_that_fails_to_load_in_the_workers_stops_the_supervisor_with
 
 def test_an_artifact_from_a_storage_uri_is_fetched_once_by_the_supervisor(default_model_dir, tmp_path):
     running = _server.start(
-        None, "--workers", str(WORKERS), "--storage_uri", f"file://{default_model_dir}", "--model_dir", str(tmp_path / "mnt"),
+        None,
+        "--workers",
+        str(WORKERS),
+        "--storage_uri",
+        f"file://{default_model_dir}",
+        "--model_dir",
+        str(tmp_path / "mnt"),
     )
     try:
         _wait_for_workers(running)
@@ -290,7 +302,9 @@ def test_workers_split_the_cores_unless_the_operator_chose_a_thread_count(tmp_pa
 
 
 def test_a_worker_command_line_keeps_every_flag_and_overrides_the_supervisor_ones():
-    command = worker_command(["--workers", "4", "--max_batch_size", "64", "--storage_uri", "s3://bucket/m"], "/mnt/fetched")
+    command = worker_command(
+        ["--workers", "4", "--max_batch_size", "64", "--storage_uri", "s3://bucket/m"], "/mnt/fetched"
+    )
     args = build_parser().parse_args(command[3:])
     assert (args.workers, args.reuse_port, args.max_batch_size) == (1, True, 64)
     assert (args.storage_uri, args.model_dir) == ("", "/mnt/fetched")

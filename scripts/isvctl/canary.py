@@ -10,8 +10,8 @@ Serverless mode moves canaryTrafficPercent through the steps. Standard mode has 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import isvc, patches, rollout
 from .clock import Clock
@@ -68,7 +68,9 @@ def describe(current: isvc.State, plan: CanaryPlan, gate: Gate) -> list[str]:
         share = f"{percent}% of traffic" if percent is not None else "all replicas"
         lines.append(f"# step {i}/{len(steps)}: {share} to the new model")
         lines.append(patch_text(ns, name, patch))
-        lines.append(f"# then wait up to {plan.timeout_s:.0f} s for it, bake {plan.bake_time_s:.0f} s, gate on {gate.describe()}")
+        lines.append(
+            f"# then wait up to {plan.timeout_s:.0f} s for it, bake {plan.bake_time_s:.0f} s, gate on {gate.describe()}"
+        )
     if current.mode.splits_traffic and plan.promotes:
         lines.append("# after the last gate passes: promote")
         lines.append(patch_text(ns, name, patches.promote()))
@@ -106,8 +108,9 @@ def run(
         say("Standard mode cannot split traffic: the new model replaces every replica in one step")
 
     def wait(target: rollout.Target) -> isvc.State:
-        return rollout.wait_for(cluster, ns, name, target, timeout_s=plan.timeout_s, poll_s=plan.poll_s,
-                                clock=clock, say=say)
+        return rollout.wait_for(
+            cluster, ns, name, target, timeout_s=plan.timeout_s, poll_s=plan.poll_s, clock=clock, say=say
+        )
 
     def roll_back(canary_revision: str | None) -> str:
         say("rolling back")
@@ -122,8 +125,9 @@ def run(
         share = f"{percent}% of traffic" if percent is not None else "all replicas"
         say(f"step {i}/{len(steps)}: {share} to {plan.storage_uri or plan.image}")
         if i == 1:
-            cluster.patch_isvc(ns, name, patches.canary(current, storage_uri=plan.storage_uri,
-                                                        image=plan.image, percent=percent))
+            cluster.patch_isvc(
+                ns, name, patches.canary(current, storage_uri=plan.storage_uri, image=plan.image, percent=percent)
+            )
             target = rollout.new_revision(current.latest_created, percent) if mode.splits_traffic else rollout.ready
         else:
             cluster.patch_isvc(ns, name, patches.traffic(percent))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import canary, isvc, manifests, patches, rollout, smoke
 from .clock import Clock, SystemClock
@@ -63,8 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 class App:
     """Commands over injected I/O, so tests run them against a fake cluster and clock."""
 
-    def __init__(self, args: argparse.Namespace, cluster_factory: Callable[[], Cluster], clock: Clock,
-                 say: Callable[[str], None], gate: Gate | None = None):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        cluster_factory: Callable[[], Cluster],
+        clock: Clock,
+        say: Callable[[str], None],
+        gate: Gate | None = None,
+    ):
         self.args = args
         self._cluster_factory = cluster_factory
         self._cluster: Cluster | None = None
@@ -81,8 +87,9 @@ class App:
     def _objects(self) -> list[dict]:
         a = self.args
         overlay = REPO_ROOT / "inferenceservices" / "overlays" / a.overlay
-        target = manifests.Target(a.name, a.namespace, getattr(a, "image", "") or None,
-                                  getattr(a, "storage_uri", "") or None)
+        target = manifests.Target(
+            a.name, a.namespace, getattr(a, "image", "") or None, getattr(a, "storage_uri", "") or None
+        )
         return manifests.customize(manifests.render(overlay, a.kubectl), target)
 
     def _state(self) -> isvc.State:
@@ -90,8 +97,16 @@ class App:
 
     def _wait(self, target: rollout.Target) -> isvc.State:
         a = self.args
-        return rollout.wait_for(self.cluster, a.namespace, a.name, target, timeout_s=a.timeout_s,
-                                poll_s=a.poll_s, clock=self.clock, say=self.say)
+        return rollout.wait_for(
+            self.cluster,
+            a.namespace,
+            a.name,
+            target,
+            timeout_s=a.timeout_s,
+            poll_s=a.poll_s,
+            clock=self.clock,
+            say=self.say,
+        )
 
     def _patch(self, patch: dict, what: str) -> bool:
         """Print or send one patch; True when sent."""
@@ -170,8 +185,13 @@ class App:
     def autoscale(self) -> None:
         a = self.args
         current = self._state()
-        patch = patches.autoscale(mode=current.mode, min_replicas=a.min_replicas, max_replicas=a.max_replicas,
-                                  scale_metric=a.scale_metric or None, scale_target=a.scale_target)
+        patch = patches.autoscale(
+            mode=current.mode,
+            min_replicas=a.min_replicas,
+            max_replicas=a.max_replicas,
+            scale_metric=a.scale_metric or None,
+            scale_target=a.scale_target,
+        )
         if self._patch(patch, "autoscale"):
             self.say(status_text(self._wait(rollout.ready)))
 
@@ -209,8 +229,13 @@ def _prometheus(url: str):
     return PrometheusAPI(url)
 
 
-def main(argv: list[str] | None = None, *, cluster_factory: Callable[[], Cluster] | None = None,
-         clock: Clock | None = None, gate: Gate | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    cluster_factory: Callable[[], Cluster] | None = None,
+    clock: Clock | None = None,
+    gate: Gate | None = None,
+) -> int:
     args = _parser().parse_args(argv)
 
     def say(text: str) -> None:

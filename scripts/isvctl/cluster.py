@@ -42,8 +42,17 @@ def _resource_name(kind: str) -> str:
     return _RESOURCE_NAMES.get(kind, kind.lower() + "s")
 
 
-def describe_api_error(status: int, reason: str, body: str, *, verb: str, kind: str, api_version: str,
-                       namespace: str | None, name: str | None) -> str:
+def describe_api_error(
+    status: int,
+    reason: str,
+    body: str,
+    *,
+    verb: str,
+    kind: str,
+    api_version: str,
+    namespace: str | None,
+    name: str | None,
+) -> str:
     """One sentence for an API error, naming the verb and resource we attempted."""
     group = api_version.split("/")[0] if "/" in api_version else ""
     resource = _resource_name(kind) + (f".{group}" if group else "")
@@ -80,9 +89,9 @@ class KubeCluster:
     """The real cluster, through the kubernetes client's dynamic client (server-side apply)."""
 
     def __init__(self, context: str | None = None):
+        import urllib3
         from kubernetes import client, config, dynamic
         from kubernetes.config.config_exception import ConfigException
-        import urllib3
 
         try:
             config.load_kube_config(context=context)
@@ -105,8 +114,16 @@ class KubeCluster:
             raise DeployError(f"cannot reach the Kubernetes API server at {self._host}: {_reason(exc)}") from None
         except client.ApiException as exc:
             raise DeployError(
-                describe_api_error(exc.status, exc.reason, exc.body or "", verb="discover", kind="APIGroup",
-                                   api_version="v1", namespace=None, name=None)
+                describe_api_error(
+                    exc.status,
+                    exc.reason,
+                    exc.body or "",
+                    verb="discover",
+                    kind="APIGroup",
+                    api_version="v1",
+                    namespace=None,
+                    name=None,
+                )
             ) from None
 
     def _resource(self, api_version: str, kind: str):
@@ -120,39 +137,64 @@ class KubeCluster:
             raise DeployError(f"the cluster does not serve {kind} ({api_version}){hint}") from None
 
     def _call(self, verb: str, api_version: str, kind: str, namespace: str | None, name: str | None, fn):
-        from kubernetes import client
         import urllib3
+        from kubernetes import client
 
         try:
             return fn()
         except client.ApiException as exc:
             raise DeployError(
-                describe_api_error(exc.status, exc.reason or "", exc.body or "", verb=verb, kind=kind,
-                                   api_version=api_version, namespace=namespace, name=name)
+                describe_api_error(
+                    exc.status,
+                    exc.reason or "",
+                    exc.body or "",
+                    verb=verb,
+                    kind=kind,
+                    api_version=api_version,
+                    namespace=namespace,
+                    name=name,
+                )
             ) from None
         except urllib3.exceptions.HTTPError as exc:
             raise DeployError(f"cannot reach the Kubernetes API server at {self._host}: {_reason(exc)}") from None
 
     def get_isvc(self, namespace: str, name: str) -> dict[str, Any]:
         res = self._resource(API_VERSION, "InferenceService")
-        obj = self._call("get", API_VERSION, "InferenceService", namespace, name,
-                         lambda: res.get(name=name, namespace=namespace))
+        obj = self._call(
+            "get", API_VERSION, "InferenceService", namespace, name, lambda: res.get(name=name, namespace=namespace)
+        )
         return obj.to_dict()
 
     def patch_isvc(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         res = self._resource(API_VERSION, "InferenceService")
-        obj = self._call("patch", API_VERSION, "InferenceService", namespace, name,
-                         lambda: res.patch(body=patch, name=name, namespace=namespace,
-                                           content_type="application/merge-patch+json"))
+        obj = self._call(
+            "patch",
+            API_VERSION,
+            "InferenceService",
+            namespace,
+            name,
+            lambda: res.patch(body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json"),
+        )
         return obj.to_dict()
 
     def apply(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         res = self._resource(obj["apiVersion"], obj["kind"])
-        self._call("patch", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
-                   lambda: self._dynamic.server_side_apply(res, body=obj, name=meta["name"],
-                                                           namespace=meta.get("namespace"),
-                                                           field_manager=FIELD_MANAGER, force_conflicts=True))
+        self._call(
+            "patch",
+            obj["apiVersion"],
+            obj["kind"],
+            meta.get("namespace"),
+            meta["name"],
+            lambda: self._dynamic.server_side_apply(
+                res,
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            ),
+        )
 
     def delete(self, obj: dict[str, Any]) -> bool:
         from kubernetes import client
@@ -169,23 +211,30 @@ class KubeCluster:
                     return False
                 raise
 
-        return self._call("delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
-                          delete_if_present)
+        return self._call(
+            "delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], delete_if_present
+        )
 
     def pod_events(self, namespace: str, isvc: str, revision: str | None, limit: int = 10) -> list[str]:
         selector = f"serving.kserve.io/inferenceservice={isvc}"
         if revision:
             selector += f",serving.knative.dev/revision={revision}"
         pods = self._resource("v1", "Pod")
-        listed = self._call("list", "v1", "Pod", namespace, None,
-                            lambda: pods.get(namespace=namespace, label_selector=selector))
+        listed = self._call(
+            "list", "v1", "Pod", namespace, None, lambda: pods.get(namespace=namespace, label_selector=selector)
+        )
         events_api = self._resource("v1", "Event")
         lines: list[tuple[str, str]] = []
         for pod in listed.items:
             pod_name = pod.metadata.name
-            events = self._call("list", "v1", "Event", namespace, None,
-                                lambda: events_api.get(namespace=namespace,
-                                                       field_selector=f"involvedObject.name={pod_name}"))
+            events = self._call(
+                "list",
+                "v1",
+                "Event",
+                namespace,
+                None,
+                lambda name=pod_name: events_api.get(namespace=namespace, field_selector=f"involvedObject.name={name}"),
+            )
             for ev in events.items:
                 when = ev.lastTimestamp or ev.eventTime or ""
                 lines.append((str(when), f"{ev.type} {ev.reason} pod/{pod_name}: {ev.message}"))

@@ -144,8 +144,6 @@ def parse(doc: dict[str, Any]) -> State:
         previous_rolledout=predictor.get("previousRolledoutRevision"),
         model_transition=model_status.get("transitionStatus"),
         model_failure=(
-            f"{failure_info.get('reason', '')}: {failure_info.get('message', '')}".strip(": ")
-            if failure_info
-            else None
+            f"{failure_info.get('reason', '')}: {failure_info.get('message', '')}".strip(": ") if failure_info else None
         ),
     )

@@ -14,8 +14,17 @@ import yaml
 from .errors import DeployError
 
 # Apply order: what others reference comes first; the InferenceService last.
-_APPLY_ORDER = ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "ServingRuntime",
-                "PodMonitor", "InferenceService", "ScaledObject"]
+_APPLY_ORDER = [
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "ConfigMap",
+    "ServingRuntime",
+    "PodMonitor",
+    "InferenceService",
+    "ScaledObject",
+]
 _CLUSTER_SCOPED = {"ClusterServingRuntime", "ClusterRole", "ClusterRoleBinding", "Namespace"}
 
 

@@ -28,9 +28,7 @@ def check_percent(percent: int) -> int:
     return percent
 
 
-def canary(
-    current: State, *, storage_uri: str | None, image: str | None, percent: int | None
-) -> Patch:
+def canary(current: State, *, storage_uri: str | None, image: str | None, percent: int | None) -> Patch:
     """Start a canary: the new model (and/or image), with what to roll back to recorded alongside.
 
     Recording it in the same patch keeps it to one new revision (annotations reach the pod template).

@@ -6,8 +6,8 @@ The targets are pure predicates over isvc.State: DONE, WAIT (with what we wait f
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import isvc
 from .clock import Clock

@@ -68,6 +68,8 @@ def send(request: Request, timeout_s: float) -> str:
         with urllib.request.urlopen(http_request, timeout=timeout_s) as response:
             return f"{request.label}: HTTP {response.status} {response.read(300).decode(errors='replace')}"
     except urllib.error.HTTPError as exc:
-        raise DeployError(f"{request.label} smoke request failed: HTTP {exc.code} {exc.read(300).decode(errors='replace')}") from None
+        raise DeployError(
+            f"{request.label} smoke request failed: HTTP {exc.code} {exc.read(300).decode(errors='replace')}"
+        ) from None
     except (urllib.error.URLError, TimeoutError) as exc:
         raise DeployError(f"{request.label} smoke request could not reach {request.url}: {exc}") from None

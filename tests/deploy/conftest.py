@@ -29,8 +29,9 @@ def crds_dir() -> Path:
 
 
 def render(build: str) -> list[dict]:
-    done = subprocess.run([KUBECTL, "kustomize", str(REPO_ROOT / "inferenceservices" / build)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(REPO_ROOT / "inferenceservices" / build)], capture_output=True, text=True, check=True
+    )
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 

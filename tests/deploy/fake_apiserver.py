@@ -15,14 +15,32 @@ ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/ml-serving/inferenceserv
 
 
 def _resources(group_version: str, names: list[tuple[str, str, bool]]) -> dict:
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": [{"name": n, "singularName": n.rstrip("s"), "namespaced": ns, "kind": k,
-                           "verbs": ["get", "list", "watch", "create", "patch", "delete"]} for n, k, ns in names]}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {
+                "name": n,
+                "singularName": n.rstrip("s"),
+                "namespaced": ns,
+                "kind": k,
+                "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+            }
+            for n, k, ns in names
+        ],
+    }
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
-            "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class FakeAPIServer:
@@ -35,10 +53,11 @@ class FakeAPIServer:
         }
         if with_kserve:
             gv = {"groupVersion": "serving.kserve.io/v1beta1", "version": "v1beta1"}
-            routes["/apis"][1]["groups"].append({"name": "serving.kserve.io", "versions": [gv],
-                                                 "preferredVersion": gv})
-            routes["/apis/serving.kserve.io/v1beta1"] = (200, _resources(
-                "serving.kserve.io/v1beta1", [("inferenceservices", "InferenceService", True)]))
+            routes["/apis"][1]["groups"].append({"name": "serving.kserve.io", "versions": [gv], "preferredVersion": gv})
+            routes["/apis/serving.kserve.io/v1beta1"] = (
+                200,
+                _resources("serving.kserve.io/v1beta1", [("inferenceservices", "InferenceService", True)]),
+            )
         if isvc_answer:
             routes[ISVC_PATH] = isvc_answer
         self.requests: list[tuple[str, str]] = []
@@ -74,20 +93,29 @@ class FakeAPIServer:
 
     def kubeconfig(self, directory: Path) -> Path:
         path = directory / "kubeconfig"
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "ci"}}],
-            "users": [{"name": "ci", "user": {"token": "not-a-secret"}}],
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "ci"}}],
+                    "users": [{"name": "ci", "user": {"token": "not-a-secret"}}],
+                }
+            )
+        )
         return path
 
 
 def forbidden(verb: str) -> tuple[int, dict]:
-    return 403, _status(403, "Forbidden",
-                        f'inferenceservices.serving.kserve.io "image-classifier" is forbidden: User '
-                        f'"system:serviceaccount:ml-serving:ci" cannot {verb} resource "inferenceservices" in API '
-                        f'group "serving.kserve.io" in the namespace "ml-serving"')
+    return 403, _status(
+        403,
+        "Forbidden",
+        f'inferenceservices.serving.kserve.io "image-classifier" is forbidden: User '
+        f'"system:serviceaccount:ml-serving:ci" cannot {verb} resource "inferenceservices" in API '
+        f'group "serving.kserve.io" in the namespace "ml-serving"',
+    )
 
 
 def not_found() -> tuple[int, dict]:

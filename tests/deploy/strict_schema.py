@@ -34,8 +34,11 @@ def _closed(schema):
     --validate=strict does), except where the schema itself preserves unknown fields."""
     if isinstance(schema, dict):
         schema = {k: _closed(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -43,7 +46,7 @@ def _closed(schema):
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_validator(crds_dir: Path, kind: str, version: str) -> jsonschema.Validator:
     crd = yaml.safe_load((crds_dir / CRD_FILES[kind]).read_text())
     (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
@@ -57,16 +60,32 @@ def crd_errors(crds_dir: Path, obj: dict) -> list[str]:
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
 
 
-_PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object,
-               "datetime": str, "date": str, "StrictStr": str, "StrictInt": int, "StrictBool": bool,
-               # Go types that marshal themselves to strings (apis.URL, apis.VolatileTime).
-               "KnativeURL": str, "KnativeVolatileTime": str, "V1Time": str}
+_PRIMITIVES = {
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "float": (int, float),
+    "object": object,
+    "datetime": str,
+    "date": str,
+    "StrictStr": str,
+    "StrictInt": int,
+    "StrictBool": bool,
+    # Go types that marshal themselves to strings (apis.URL, apis.VolatileTime).
+    "KnativeURL": str,
+    "KnativeVolatileTime": str,
+    "V1Time": str,
+}
 
 # Referenced by the SDK but not generated into it: Knative's TrafficTarget (serving.knative.dev/v1).
 _MISSING_MODELS = {
     "KnativeDevServingPkgApisServingV1TrafficTarget": {
-        "tag": "str", "revisionName": "str", "configurationName": "str",
-        "latestRevision": "bool", "percent": "int", "url": "KnativeURL",
+        "tag": "str",
+        "revisionName": "str",
+        "configurationName": "str",
+        "latestRevision": "bool",
+        "percent": "int",
+        "url": "KnativeURL",
     },
 }
 

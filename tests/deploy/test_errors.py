@@ -6,18 +6,23 @@ import subprocess
 import sys
 
 import pytest
-
 from isvctl import cli
 
-from .conftest import KUBECTL, REPO_ROOT, FakeCluster, FakeClock
+from .conftest import KUBECTL, REPO_ROOT, FakeClock, FakeCluster
 from .fake_apiserver import FakeAPIServer, forbidden, not_found
 
 
 def deploy_py(*args, kubeconfig, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
     env.update(KUBECONFIG=str(kubeconfig), HOME=str(tmp_path), TMPDIR=str(tmp_path))
-    return subprocess.run([sys.executable, "scripts/deploy.py", *args, "--kubectl", KUBECTL], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "scripts/deploy.py", *args, "--kubectl", KUBECTL],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def assert_clean_error(done, message):
@@ -53,21 +58,27 @@ users: [{{name: u, user: {{token: t}}}}]
 def test_kserve_crds_missing(tmp_path):
     with FakeAPIServer(with_kserve=False) as api:
         done = deploy_py("status", kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
-    assert_clean_error(done, "the cluster does not serve InferenceService (serving.kserve.io/v1beta1): "
-                             "install KServe 0.21.0 (its CRDs)")
+    assert_clean_error(
+        done,
+        "the cluster does not serve InferenceService (serving.kserve.io/v1beta1): install KServe 0.21.0 (its CRDs)",
+    )
 
 
 @pytest.mark.parametrize("command, verb", [("status", "get"), ("promote", "get")])
 def test_rbac_forbidden_names_the_verb_and_resource(tmp_path, command, verb):
     with FakeAPIServer(isvc_answer=forbidden(verb)) as api:
         done = deploy_py(command, kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
-    assert_clean_error(done, f"forbidden: not allowed to {verb} inferenceservices.serving.kserve.io in namespace "
-                             "ml-serving (RBAC; the deployer Role is in inferenceservices/components/security)")
+    assert_clean_error(
+        done,
+        f"forbidden: not allowed to {verb} inferenceservices.serving.kserve.io in namespace "
+        "ml-serving (RBAC; the deployer Role is in inferenceservices/components/security)",
+    )
 
 
 def test_rbac_forbidden_on_patch(tmp_path):
-    from .conftest import recorded
     import json
+
+    from .conftest import recorded
 
     routes_doc = recorded("serverless-canary-10")
     with FakeAPIServer(isvc_answer=(200, routes_doc)) as api:
@@ -90,9 +101,11 @@ def test_rbac_forbidden_on_patch(tmp_path):
             api._httpd.RequestHandlerClass.do_PATCH = original
     assert "promote: ml-serving/image-classifier" in done.stdout
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == ("error: forbidden: not allowed to patch inferenceservices.serving.kserve.io in "
-                                   "namespace ml-serving (RBAC; the deployer Role is in "
-                                   "inferenceservices/components/security)")
+    assert done.stderr.strip() == (
+        "error: forbidden: not allowed to patch inferenceservices.serving.kserve.io in "
+        "namespace ml-serving (RBAC; the deployer Role is in "
+        "inferenceservices/components/security)"
+    )
 
 
 def test_inferenceservice_not_found(tmp_path):
@@ -102,23 +115,29 @@ def test_inferenceservice_not_found(tmp_path):
 
 
 def test_a_failed_revision_after_deploy_shows_the_condition_and_pod_events(capsys):
-    events = ["Warning Failed pod/image-classifier-predictor-00002-deployment-5c9-abcde: "
-              "Error: failed to pull and unpack image"]
+    events = [
+        "Warning Failed pod/image-classifier-predictor-00002-deployment-5c9-abcde: "
+        "Error: failed to pull and unpack image"
+    ]
     cluster = FakeCluster("serverless-canary-pending", "serverless-revision-failed", events=events)
-    code = cli.main(["deploy", "--overlay", "serverless", "--kubectl", KUBECTL], cluster_factory=lambda: cluster,
-                    clock=FakeClock())
+    code = cli.main(
+        ["deploy", "--overlay", "serverless", "--kubectl", KUBECTL], cluster_factory=lambda: cluster, clock=FakeClock()
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error: ml-serving/image-classifier: ModelLoadFailed: RuntimeError: model.json")
-    assert "  PredictorReady: RevisionFailed: Revision \"image-classifier-predictor-00002\" failed" in err
+    assert '  PredictorReady: RevisionFailed: Revision "image-classifier-predictor-00002" failed' in err
     assert "recent pod events:\n  Warning Failed pod/image-classifier-predictor-00002-deployment-5c9-abcde" in err
     assert [o["kind"] for o in cluster.applied][-1] == "InferenceService"
 
 
 def test_deploy_times_out_with_what_it_was_waiting_for(capsys):
     cluster = FakeCluster("serverless-canary-pending")
-    code = cli.main(["deploy", "--overlay", "gpu", "--kubectl", KUBECTL, "--timeout-s", "30"],
-                    cluster_factory=lambda: cluster, clock=FakeClock())
+    code = cli.main(
+        ["deploy", "--overlay", "gpu", "--kubectl", KUBECTL, "--timeout-s", "30"],
+        cluster_factory=lambda: cluster,
+        clock=FakeClock(),
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error: ml-serving/image-classifier: timed out after 30 s: model InProgress")
@@ -130,13 +149,19 @@ def test_a_missing_overlay_is_named(capsys):
     assert capsys.readouterr().err.startswith("error: no overlay at ")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["autoscale", "--min-replicas", "5", "--max-replicas", "2"], "MIN_REPLICAS (5) is above MAX_REPLICAS (2)"),
-    (["autoscale", "--scale-metric", "concurrency"], "SCALE_METRIC must be one of cpu, memory in Standard mode, got concurrency"),
-    (["autoscale", "--min-replicas", "0"], "MIN_REPLICAS=0 (scale to zero) needs Serverless mode"),
-    (["autoscale"], "nothing to change: set MIN_REPLICAS, MAX_REPLICAS, SCALE_METRIC or SCALE_TARGET"),
-    (["canary"], "a canary needs a new STORAGE_URI or IMAGE"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["autoscale", "--min-replicas", "5", "--max-replicas", "2"], "MIN_REPLICAS (5) is above MAX_REPLICAS (2)"),
+        (
+            ["autoscale", "--scale-metric", "concurrency"],
+            "SCALE_METRIC must be one of cpu, memory in Standard mode, got concurrency",
+        ),
+        (["autoscale", "--min-replicas", "0"], "MIN_REPLICAS=0 (scale to zero) needs Serverless mode"),
+        (["autoscale"], "nothing to change: set MIN_REPLICAS, MAX_REPLICAS, SCALE_METRIC or SCALE_TARGET"),
+        (["canary"], "a canary needs a new STORAGE_URI or IMAGE"),
+    ],
+)
 def test_invalid_requests_are_refused_before_anything_is_sent(capsys, argv, message):
     cluster = FakeCluster("standard-ready")
     code = cli.main(argv, cluster_factory=lambda: cluster, clock=FakeClock())

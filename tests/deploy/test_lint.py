@@ -20,14 +20,22 @@ def checkov(*args: str) -> subprocess.CompletedProcess:
         pytest.fail(f"{CHECKOV} missing: run `make tools` (make test does)")
     skip = ["--skip-check", ",".join(CHECKOV_SKIPS)] if CHECKOV_SKIPS else []
     # --skip-download: no policy metadata from the network, so it runs offline and never hangs on it.
-    return subprocess.run([str(CHECKOV), "--skip-download", "--quiet", "--compact", "--output", "cli", *skip, *args],
-                          capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp",
-                                                                            "BC_SKIP_MAPPING": "TRUE"})
+    return subprocess.run(
+        [str(CHECKOV), "--skip-download", "--quiet", "--compact", "--output", "cli", *skip, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "BC_SKIP_MAPPING": "TRUE"},
+    )
 
 
 def test_hadolint_passes():
-    done = subprocess.run([str(VENV_BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile"],
-                          cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -49,7 +57,10 @@ def test_the_dockerfile_is_multi_stage_and_pins_its_base():
 
 def test_dependencies_install_before_the_source_is_copied():
     lines = DOCKERFILE.splitlines()
-    first = lambda pattern: next(i for i, line in enumerate(lines) if re.search(pattern, line))
+
+    def first(pattern):
+        return next(i for i, line in enumerate(lines) if re.search(pattern, line))
+
     assert first(r"^COPY pyproject.toml") < first(r"pip install --requirement") < first(r"^COPY predictor/")
 
 
@@ -63,7 +74,8 @@ def test_the_final_stage_runs_as_a_high_uid_without_compilers_or_model():
 
 
 def test_the_dockerignore_admits_only_what_the_image_needs():
-    lines = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    lines = [
+        line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     assert {"!pyproject.toml", "!predictor/"} <= set(lines)

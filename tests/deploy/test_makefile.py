@@ -8,16 +8,40 @@ import pytest
 from .conftest import REPO_ROOT
 
 MK = (REPO_ROOT / "mk" / "deploy.mk").read_text()
-TARGETS = ["image", "push", "render", "deploy", "canary", "promote", "rollback", "autoscale", "status",
-           "predict", "undeploy"]
+TARGETS = [
+    "image",
+    "push",
+    "render",
+    "deploy",
+    "canary",
+    "promote",
+    "rollback",
+    "autoscale",
+    "status",
+    "predict",
+    "undeploy",
+]
 CLUSTER_TARGETS = ["deploy", "canary", "promote", "rollback", "autoscale", "status", "predict", "undeploy"]
-VARIABLES = ["NAMESPACE", "NAME", "IMAGE", "STORAGE_URI", "OVERLAY", "CANARY_PERCENT", "CANARY_STEPS",
-             "MIN_REPLICAS", "MAX_REPLICAS", "SCALE_METRIC", "SCALE_TARGET", "KUBECTL"]
+VARIABLES = [
+    "NAMESPACE",
+    "NAME",
+    "IMAGE",
+    "STORAGE_URI",
+    "OVERLAY",
+    "CANARY_PERCENT",
+    "CANARY_STEPS",
+    "MIN_REPLICAS",
+    "MAX_REPLICAS",
+    "SCALE_METRIC",
+    "SCALE_TARGET",
+    "KUBECTL",
+]
 
 
 def test_help_prints_sections_and_one_line_per_target():
-    out = subprocess.run(["make", "--no-print-directory", "help"], cwd=REPO_ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     assert "\nDeployment\n" in plain and "\nContainer image\n" in plain
     for target in TARGETS:
@@ -36,8 +60,9 @@ def test_variables_are_overridable(variable):
 
 @pytest.mark.parametrize("target", CLUSTER_TARGETS)
 def test_cluster_targets_pass_dry_run(target):
-    done = subprocess.run(["make", "-n", target, "DRY_RUN=1"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        ["make", "-n", target, "DRY_RUN=1"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     assert "--dry-run" in done.stdout
 
 

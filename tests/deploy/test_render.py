@@ -133,8 +133,11 @@ def test_raw_keda_overlay_scales_the_predictor_deployment_on_queue_depth(rendere
     svc = isvc(objects)
     assert svc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
     (scaled,) = [o for o in objects if o["kind"] == "ScaledObject"]
-    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                "name": "image-classifier-predictor"}
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "image-classifier-predictor",
+    }
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
     assert trigger["metadata"]["query"].startswith("sum(predictor_queue_depth{")
@@ -152,8 +155,11 @@ def test_network_policy_denies_by_default_and_allows_gateway_knative_monitoring_
     (policy,) = [o for o in rendered("base") if o["kind"] == "NetworkPolicy"]
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
-    sources = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-               for rule in spec["ingress"] for peer in rule["from"]]
+    sources = [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in spec["ingress"]
+        for peer in rule["from"]
+    ]
     assert sources == ["knative-serving", "istio-system", "monitoring"]
     egress_ports = sorted({(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]})
     assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP")]
@@ -187,6 +193,11 @@ def test_monitoring_scrapes_metrics_and_ships_a_dashboard_with_the_key_panels(re
     assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(dashboard_cm["data"]["image-classifier.json"])
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for metric in ("predictor_requests_total", "predictor_request_seconds_bucket", "predictor_batch_size",
-                   "predictor_queue_depth", "predictor_device_memory_bytes"):
+    for metric in (
+        "predictor_requests_total",
+        "predictor_request_seconds_bucket",
+        "predictor_batch_size",
+        "predictor_queue_depth",
+        "predictor_device_memory_bytes",
+    ):
         assert metric in exprs

@@ -2,7 +2,7 @@
 
 from isvctl import cli
 
-from .conftest import FakeCluster, FakeClock
+from .conftest import FakeClock, FakeCluster
 
 
 def status(capsys, fixture):
@@ -11,7 +11,9 @@ def status(capsys, fixture):
 
 
 def test_serverless_canary_status(capsys):
-    assert status(capsys, "serverless-canary-10") == """\
+    assert (
+        status(capsys, "serverless-canary-10")
+        == """\
 InferenceService ml-serving/image-classifier (Serverless mode)
   URL:          http://image-classifier.ml-serving.example.com
   Ready:        True
@@ -26,11 +28,12 @@ InferenceService ml-serving/image-classifier (Serverless mode)
      10%  image-classifier-predictor-00002 [latest]
      90%  image-classifier-predictor-00001 [prev]
 """
+    )
 
 
 def test_failed_status_shows_the_reason(capsys):
     out = status(capsys, "serverless-revision-failed")
-    assert "  Ready:        False (RevisionFailed: Revision \"image-classifier-predictor-00002\" failed" in out
+    assert '  Ready:        False (RevisionFailed: Revision "image-classifier-predictor-00002" failed' in out
 
 
 def test_standard_status_has_no_revisions(capsys):
