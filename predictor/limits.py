@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .flags import FlagConfig, flag
 from .imaging import ALLOWED_FORMATS
 
 
 @dataclass(frozen=True)
-class RequestLimits:
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_images_per_request: int = 64
+class RequestLimits(FlagConfig):
+    max_body_bytes: int = flag(
+        64 * 1024 * 1024, "Larger request bodies get 413 before they are buffered; also the gRPC message limit"
+    )
+    max_images_per_request: int = flag(64, "Images in one request")
     # 40 MP covers every phone camera; a 20000x20000 bomb (400 MP) is refused from its header.
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = flag(40_000_000, "Pixels of one image, read from its header before decoding")
     # Resizing the short side of a 1,000,000x1 image to 256 px would allocate gigabytes;
     # panoramas stay under 10:1.
-    max_aspect_ratio: float = 20.0
+    max_aspect_ratio: float = flag(20.0, "Longest side / shortest side of one image, from its header")
     # 64 preprocessed 3x224x224 images, with room for larger crop sizes.
-    max_tensor_elements: int = 64 * 3 * 384 * 384
+    max_tensor_elements: int = flag(64 * 3 * 384 * 384, "Elements in one 'pixels' or 'tensor' input")
     allowed_formats: tuple[str, ...] = ALLOWED_FORMATS
 
     def __post_init__(self) -> None:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import kserve
-from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec, metrics
+from . import codec, errors, metrics
 from .artifact import Artifact, fetch, load_artifact
-from .batching import DynamicBatcher, check_settings
+from .batching import BatchingConfig, DynamicBatcher
 from .engine import Engine, EngineConfig
-from .errors import DeadlineExceeded, ServerBusy
+from .jobs import Job, Prediction
 from .limits import RequestLimits
 from .preprocess import EvalTransform
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    max_batch_size: int = 32
-    max_latency_ms: float = 5.0
-    max_queue_size: int = 1024
-    request_timeout_ms: float | None = 10_000.0
-    max_concurrent_batches: int = 2
-
-    def __post_init__(self) -> None:
-        check_settings(**asdict(self))
 
 
 class ImageClassifier(kserve.Model):
@@ -54,7 +40,7 @@ class ImageClassifier(kserve.Model):
         self.artifact: Artifact | None = None
         # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.
         self._engine: Engine | None = None
-        self.batcher: DynamicBatcher[codec.Job, codec.Prediction] | None = None
+        self.batcher: DynamicBatcher[Job, Prediction] | None = None
         self._shape: codec.ModelShape | None = None
 
     def load(self) -> bool:
@@ -62,16 +48,9 @@ class ImageClassifier(kserve.Model):
         directory = fetch(self.storage_uri, self.model_dir)
         self.artifact = load_artifact(directory)
         spec = self.artifact.spec
-        transform = EvalTransform(
-            resize_size=spec.resize_size,
-            crop_size=spec.crop_size,
-            mean=spec.mean,
-            std=spec.std,
-            interpolation=spec.interpolation,
-        )
-        self._engine = Engine(self.artifact.module, transform, self.engine_config)
+        self._engine = Engine(self.artifact.module, EvalTransform.from_spec(spec), self.engine_config)
         self._engine.warmup()
-        self.batcher = DynamicBatcher(self._engine, **asdict(self.batching))
+        self.batcher = DynamicBatcher(self._engine, self.batching)
         self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
         logger.info(
             "model %s ready: %s (%s) from %s on %s/%s",
@@ -98,24 +77,18 @@ class ImageClassifier(kserve.Model):
 
     # ------------------------------------------------------------------ request path
 
-    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any):
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any) -> Any:
         """KServe's pipeline, counted: every outcome lands in predictor_requests_total."""
         start = time.perf_counter()
         metrics.INFLIGHT_REQUESTS.inc()
-        status = "error"
+        status = errors.OUTCOME_ERROR  # also for cancellation, which no handler below sees
         try:
             call = super().__call__(body, headers=headers) if verb is None else super().__call__(body, headers, verb)
             result = await call
-            status = "ok"
+            status = errors.OUTCOME_OK
             return result
-        except InvalidInput:
-            status = "invalid"
-            raise
-        except ServerBusy:
-            status = "busy"
-            raise
-        except DeadlineExceeded:
-            status = "timeout"
+        except Exception as e:
+            status = errors.metric_label(e)
             raise
         finally:
             metrics.INFLIGHT_REQUESTS.dec()
@@ -138,26 +111,30 @@ class ImageClassifier(kserve.Model):
         decoded.received_at = received_at
         return decoded
 
-    async def predict(self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None):
+    async def predict(
+        self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None
+    ) -> tuple[codec.DecodedRequest, list[Prediction]]:
         assert self.batcher is not None
         k = codec.max_top_k(decoded)
         timeout_ms = self.batching.request_timeout_ms
         if timeout_ms is not None:
             # Decoding already spent part of the request's time: the batcher gets what is left.
             timeout_ms -= (time.monotonic() - decoded.received_at) * 1000
-        predictions = await self.batcher.submit([codec.Job(image, k) for image in decoded.images], timeout_ms)
+        predictions = await self.batcher.submit([Job(image, k) for image in decoded.images], timeout_ms)
         return decoded, predictions
 
-    async def postprocess(self, result: Any, headers: dict[str, str] | None = None, response_headers=None):
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         decoded, predictions = result
         assert self.artifact is not None
         if decoded.v2_request is None:
-            return codec.encode_v1([_trim(p, decoded.top_k) for p in predictions], self.artifact.labels)
+            return codec.encode_v1([p.top(decoded.top_k) for p in predictions], self.artifact.labels)
         return codec.encode_v2(decoded, predictions, self.artifact.labels, self.name)
 
     # ------------------------------------------------------------------ metadata
 
-    def get_input_types(self) -> list[dict]:
+    def get_input_types(self) -> list[dict[str, Any]]:
         s = self.artifact.spec.crop_size if self.artifact else -1
         return [
             {"name": codec.INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
@@ -165,11 +142,7 @@ class ImageClassifier(kserve.Model):
             {"name": codec.INPUT_TENSOR, "datatype": "FP32", "shape": [-1, 3, s, s]},
         ]
 
-    def get_output_types(self) -> list[dict]:
+    def get_output_types(self) -> list[dict[str, Any]]:
         return [
             {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
         ]
-
-
-def _trim(p: codec.Prediction, k: int) -> codec.Prediction:
-    return codec.Prediction(indices=p.indices[:k], probabilities=p.probabilities[:k])

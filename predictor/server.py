@@ -8,18 +8,19 @@ preprocess -> predict -> postprocess pipeline are KServe's.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from grpc import StatusCode, aio
-from grpc_interceptor.exceptions import GrpcException
+from grpc import aio
 from kserve import ModelServer
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.dataplane import DataPlane
@@ -34,24 +35,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics, v2_binary
-from .errors import DeadlineExceeded, ServerBusy
+from .errors import PredictorError, RepositoryDisabled
+from .flags import FlagConfig, flag
 from .limits import RequestLimits
 
 logger = logging.getLogger(__name__)
-
-
-class RepositoryDisabled(GrpcException):
-    """Loading and unloading through the v2 repository API is switched off (403 / PERMISSION_DENIED):
-    an open management API is how TorchServe's ShellTorch flaws began."""
-
-    status_code = StatusCode.PERMISSION_DENIED
-
-    def __init__(self) -> None:
-        self.reason = "the model repository API is disabled on this server: models are set at deploy time"
-        super().__init__(details=self.reason)
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 class ReadOnlyRepository(ModelRepositoryExtension):
@@ -131,16 +119,9 @@ async def _json(send: Send, status: int, message: str) -> None:
 # ------------------------------------------------------------------ REST
 
 
-async def _server_busy(_: Request, exc: ServerBusy) -> JSONResponse:
-    return JSONResponse({"error": exc.reason}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
-
-
-async def _deadline_exceeded(_: Request, exc: DeadlineExceeded) -> JSONResponse:
-    return JSONResponse({"error": exc.reason}, status_code=504)
-
-
-async def _repository_disabled(_: Request, exc: RepositoryDisabled) -> JSONResponse:
-    return JSONResponse({"error": exc.reason}, status_code=403)
+async def _predictor_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PredictorError)
+    return JSONResponse({"error": exc.reason}, status_code=exc.http_status, headers=exc.headers())
 
 
 async def _http_exception(_: Request, exc: HTTPException) -> JSONResponse:
@@ -256,9 +237,7 @@ class _RESTServer(RESTServer):
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
-        app.add_exception_handler(ServerBusy, _server_busy)
-        app.add_exception_handler(DeadlineExceeded, _deadline_exceeded)
-        app.add_exception_handler(RepositoryDisabled, _repository_disabled)
+        app.add_exception_handler(PredictorError, _predictor_error)
         app.add_exception_handler(HTTPException, _http_exception)
         app.add_exception_handler(RequestValidationError, _validation_error)
         app.add_exception_handler(RecursionError, _too_deep)
@@ -306,18 +285,28 @@ class _GRPCServer(GRPCServer):
 # ------------------------------------------------------------------ the server
 
 
+@dataclass(frozen=True)
+class ServerConfig(FlagConfig):
+    """Where and how the REST and gRPC servers listen, beyond KServe's own flags."""
+
+    bind_address: str = flag("0.0.0.0", "Address the REST and gRPC servers listen on")
+    grace_period_s: int = flag(20, "SIGTERM drain limit (below Kubernetes' 30 s)")
+    # Set by the --workers supervisor on its workers' command lines: bind the shared ports.
+    reuse_port: bool = flag(False, argparse.SUPPRESS)
+
+
 class PredictorServer(ModelServer):
     def __init__(
         self,
         *,
-        bind_address: str = "0.0.0.0",
-        reuse_port: bool = False,
+        config: ServerConfig = ServerConfig(),
         limits: RequestLimits = RequestLimits(),
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
-        self.bind_address = bind_address
-        self.reuse_port = reuse_port
+        """`kwargs` are KServe's `ModelServer` arguments (ports, threads, ...)."""
+        super().__init__(grace_period=config.grace_period_s, **kwargs)
+        self.bind_address = config.bind_address
+        self.reuse_port = config.reuse_port
         self.limits = limits
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.model_repository_extension = ReadOnlyRepository(model_registry=self.registered_models)

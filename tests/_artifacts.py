@@ -14,7 +14,6 @@ from torchvision.transforms import InterpolationMode, v2
 from predictor.artifact import ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FORMATS = ("safetensors", "state_dict", "torchscript", "torch_export")
 # A small, fast network and input size for tests that need an artifact but not accuracy.
 SMALL_ARCH = "mobilenet_v3_small"
 SMALL_NUM_CLASSES = 10

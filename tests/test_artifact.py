@@ -1,4 +1,4 @@
-"""predictor.artifact: model.json validation, safe loading of real artifacts, fetching."""
+"""predictor.artifact: model.json validation, safe loading of real artifacts, fetching through KServe's storage."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ import torch
 
 from predictor.artifact import (
     ALLOWED_STORAGE_SCHEMES,
+    FORMATS,
     Artifact,
     ArtifactError,
     ModelSpec,
-    extract_archive,
     fetch,
     load_artifact,
     read_spec,
 )
-from tests._artifacts import FORMATS, copy_artifact, make_small_artifact
+from tests._artifacts import SMALL_CROP_PX, SMALL_NUM_CLASSES, copy_artifact, make_small_artifact
 
 VALID_SPEC = {
     "schema_version": 1,
@@ -90,7 +90,10 @@ def test_spec_defaults_and_round_trip() -> None:
     assert "sha256" not in spec.to_dict()
     assert ModelSpec.from_dict({**VALID_SPEC, "num_classes": 3}).top_k == 3
     assert ModelSpec.from_dict({**VALID_SPEC, "format": "torchscript", "architecture": None}).file == "model.pt"
-    assert ModelSpec.from_dict({**VALID_SPEC, "format": "torch_export", "architecture": "custom"}).file == "model.pt2"
+    # For a format that carries its own graph the architecture is informational: any name.
+    assert (
+        ModelSpec.from_dict({**VALID_SPEC, "format": "torchscript", "architecture": "custom"}).architecture == "custom"
+    )
     assert ModelSpec.from_dict({**VALID_SPEC, "format": "state_dict"}).file == "model.pth"
 
 
@@ -99,7 +102,8 @@ def test_spec_defaults_and_round_trip() -> None:
     [
         ("schema_version", 2, "expected 1"),
         ("schema_version", "1", "expected an integer"),
-        ("format", "onnx", "expected one of torchscript, torch_export, safetensors, state_dict"),
+        ("format", "onnx", "expected one of torchscript, safetensors, state_dict"),
+        ("format", "torch_export", "torch.export.load can run code from the file"),
         ("format", _DELETE, "missing required key"),
         ("num_classes", 0, ">= 1"),
         ("num_classes", True, "expected an integer"),
@@ -119,6 +123,7 @@ def test_spec_defaults_and_round_trip() -> None:
         ("file", "../model.safetensors", "relative"),
         ("file", "/etc/passwd", "relative"),
         ("file", 7, "non-empty string"),
+        ("file", "C:\\model.pt", "relative"),
         ("labels", "../../labels.txt", "relative"),
         ("architecture", "resnet9000", "unknown architecture"),
         ("architecture", _DELETE, "missing required key"),
@@ -214,9 +219,7 @@ def test_wrong_num_classes(golden: dict[str, Path], tmp_path: Path, fmt: str) ->
     directory = _copy(golden, fmt, tmp_path)
     _edit_spec(directory, num_classes=12)
     (directory / "labels.txt").write_text("".join(f"c{i}\n" for i in range(12)))
-    expected = (
-        r"expected output shape \[2, 12\].*got \[2, 10\]" if fmt in ("torchscript", "torch_export") else "size mismatch"
-    )
+    expected = r"expected output shape \[2, 12\].*got \[2, 10\]" if fmt == "torchscript" else "size mismatch"
     with pytest.raises(ArtifactError, match=expected) as info:
         load_artifact(directory)
     assert read_spec(directory).file in str(info.value)
@@ -239,14 +242,30 @@ def test_empty_label_line_is_refused(golden: dict[str, Path], tmp_path: Path) ->
         load_artifact(directory)
 
 
+class _FixedSizeNet(torch.nn.Module):
+    """A network that only takes the input size it was built for (flatten + linear head)."""
+
+    def __init__(self, size: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.head = torch.nn.Linear(4 * (size // 4) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 def test_crop_size_the_network_cannot_take(golden: dict[str, Path], tmp_path: Path) -> None:
-    # An exported program is specialised to its spatial size: 32 px input fails its guards.
-    directory = _copy(golden, "torch_export", tmp_path)
-    _edit_spec(directory, crop_size=32)
+    directory = _copy(golden, "torchscript", tmp_path)
+    net = _FixedSizeNet(SMALL_CROP_PX, SMALL_NUM_CLASSES).eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(2, 3, SMALL_CROP_PX, SMALL_CROP_PX)), directory / "model.pt")
+    _edit_spec(directory, sha256=None, architecture="fixed-size", crop_size=32)
     with pytest.raises(
         ArtifactError, match=r"expected output \[2, 10\] for an input \[2, 3, 32, 32\], but the forward pass failed"
     ):
         load_artifact(directory)
+    _edit_spec(directory, crop_size=SMALL_CROP_PX)
+    assert load_artifact(directory).spec.architecture == "fixed-size"
 
 
 # --------------------------------------------------------------------------- code payloads
@@ -279,66 +298,12 @@ def test_torchscript_file_that_is_a_pickle_is_refused(golden: dict[str, Path], t
     assert not marker.exists()
 
 
-def _rewrite_pt2(path: Path, edit) -> None:
-    """Rewrite the .pt2 zip member by member through `edit(name, data) -> data | None` (None: drop)."""
-    source = zipfile.ZipFile(io.BytesIO(path.read_bytes()))
-    with zipfile.ZipFile(path, "w") as target:
-        for info in source.infolist():
-            data = edit(info.filename, source.read(info.filename))
-            if data is not None:
-                target.writestr(info, data)
-        extra = edit(None, None)
-        if extra is not None:
-            name, data = extra
-            target.writestr(name, data)
-
-
-def test_pt2_with_pickled_opaque_constant_is_refused(golden: dict[str, Path], tmp_path: Path) -> None:
-    directory = _copy(golden, "torch_export", tmp_path)
-    marker = tmp_path / "pwned"
-    root = zipfile.ZipFile(directory / "model.pt2").namelist()[0].split("/")[0]
-    payload = pickle.dumps(_CreatesMarker(marker))
-    _rewrite_pt2(
-        directory / "model.pt2",
-        lambda name, data: (f"{root}/data/constants/opaque_obj_0", payload) if name is None else data,
-    )
-    _edit_spec(directory, sha256=None)
-    with pytest.raises(ArtifactError, match=r"model\.pt2: member '.*opaque_obj_0' is not allowed"):
-        load_artifact(directory)
-    assert not marker.exists()
-
-
-def test_pt2_with_code_in_a_shape_expression_is_refused(golden: dict[str, Path], tmp_path: Path) -> None:
-    # torch.export.load parses "expr_str" with sympy.sympify, which evaluates Python.
-    directory = _copy(golden, "torch_export", tmp_path)
-    marker = tmp_path / "pwned"
-
-    def inject(name, data):
-        if name is None or not name.endswith("models/model.json"):
-            return None if name is None else data
-        text = data.decode()
-        found = re.search(r'"expr_str": "(Symbol\([^"]*\))"', text)
-        assert found, "the exported graph has a symbolic batch dimension"
-        evil = f"open('{marker}', 'w') and {found.group(1)}"
-        return text.replace(found.group(0), json.dumps({"expr_str": evil})[1:-1]).encode()
-
-    _rewrite_pt2(directory / "model.pt2", inject)
-    _edit_spec(directory, sha256=None)
-    with pytest.raises(
-        ArtifactError, match=r"model\.pt2: member '.*model\.json': refusing shape expression.*unexpected token 'open'"
-    ):
-        load_artifact(directory)
-    assert not marker.exists()
-
-
-def test_pt2_that_is_not_a_zip_is_refused(golden: dict[str, Path], tmp_path: Path) -> None:
-    directory = _copy(golden, "torch_export", tmp_path)
+def test_a_torch_export_artifact_is_refused_before_its_file_is_opened(golden: dict[str, Path], tmp_path: Path) -> None:
+    directory = _copy(golden, "torchscript", tmp_path)
     marker = tmp_path / "pwned"
     (directory / "model.pt2").write_bytes(pickle.dumps(_CreatesMarker(marker)))
-    _edit_spec(directory, sha256=None)
-    with pytest.raises(
-        ArtifactError, match=r"model\.pt2: cannot load as a torch.export .pt2 archive.*expected a zip file"
-    ):
+    _edit_spec(directory, format="torch_export", file="model.pt2", sha256=None)
+    with pytest.raises(ArtifactError, match=r"key 'format'.*got 'torch_export' \(torch.export .pt2 archives are not"):
         load_artifact(directory)
     assert not marker.exists()
 
@@ -421,12 +386,13 @@ def test_fetch_http_archive_downloads_with_kserve_and_loads(
 ) -> None:
     served, base_url = http_root
     suffix = ".tar.gz" if packer is _tar_gz else ".zip"
-    packer(served / f"artifact{suffix}", golden["torch_export"], "lite")
+    packer(served / f"artifact{suffix}", golden["torchscript"], "lite")
     model_dir = tmp_path / "models"
     root = fetch(f"{base_url}/artifact{suffix}", str(model_dir))
     assert root == model_dir / "lite"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["lite"]  # the archive itself is gone
-    assert load_artifact(root).spec.format == "torch_export"
+    # The archive and the staging directory are gone.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["lite"]
+    assert load_artifact(root).spec.format == "torchscript"
 
 
 def _evil_tar(archive: Path, member_name: str, link_to: str | None = None) -> Path:
@@ -451,6 +417,11 @@ def _evil_zip(archive: Path, member_name: str) -> Path:
     return archive
 
 
+# KServe's unpacker refuses a tar member or link outside the target, and writes a zip's '..'
+# or absolute member inside it, where it spoils the artifact's layout.
+_REFUSED = r"outside the destination|is a link to an absolute path|expected model\.json at the top"
+
+
 def _evil_archives(tmp_path: Path) -> list[tuple[str, Path, Path]]:
     """(description, archive, a path outside the target it tries to write)."""
     work = tmp_path / "archives"
@@ -466,13 +437,17 @@ def _evil_archives(tmp_path: Path) -> list[tuple[str, Path, Path]]:
     ]
 
 
-def test_extract_archive_refuses_escaping_members_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_local_archive_with_escaping_members_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     for description, archive, outside in _evil_archives(tmp_path):
-        target = tmp_path / "target"
-        with pytest.raises(ArtifactError, match="escapes the target directory|link or special file"):
-            extract_archive(archive, target)
+        model_dir = tmp_path / "models" / archive.name.replace(".", "_")
+        model_dir.mkdir(parents=True)
+        (model_dir / "keep").write_text("from an earlier fetch")
+        with pytest.raises(ArtifactError, match=_REFUSED) as info:
+            fetch(str(archive), str(model_dir))
+        assert str(archive) in str(info.value), description
         assert not outside.exists(), description
-        assert list(target.iterdir()) == [], description
+        # Nothing unpacked, nothing left over, and what was there before is untouched.
+        assert [p.name for p in model_dir.iterdir()] == ["keep"], description
 
 
 def test_fetch_local_archive_is_unpacked_into_model_dir(golden: dict[str, Path], tmp_path: Path) -> None:
@@ -486,10 +461,22 @@ def test_fetch_http_refuses_escaping_archives(tmp_path: Path, http_root: tuple[P
     for description, archive, outside in _evil_archives(tmp_path):
         (served / archive.name).write_bytes(archive.read_bytes())
         model_dir = tmp_path / "models" / archive.name.replace(".", "_")
-        with pytest.raises(ArtifactError, match="escapes the target directory|link or special file"):
+        with pytest.raises(ArtifactError, match=_REFUSED):
             fetch(f"{base_url}/{archive.name}", str(model_dir))
         assert not outside.exists(), description
         assert list(model_dir.iterdir()) == [], description  # nothing unpacked, archive removed
+
+
+def test_fetching_again_replaces_the_earlier_artifact(golden: dict[str, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "models"
+    fetch(str(_tar_gz(tmp_path / "a.tgz", golden["safetensors"], "m")), str(model_dir))
+    root = fetch(str(_tar_gz(tmp_path / "b.tgz", golden["torchscript"], "m")), str(model_dir))
+    assert root == model_dir / "m" and sorted(p.name for p in root.iterdir()) == [
+        "labels.txt",
+        "model.json",
+        "model.pt",
+    ]
+    assert load_artifact(root).spec.format == "torchscript"
 
 
 def test_fetch_http_not_found_is_an_artifact_error(tmp_path: Path, http_root: tuple[Path, str]) -> None:

@@ -21,7 +21,7 @@ from kserve.errors import InvalidInput
 from prometheus_client import REGISTRY
 
 import predictor.batching as batching
-from predictor.batching import DynamicBatcher
+from predictor.batching import BatchingConfig, DynamicBatcher
 from predictor.errors import DeadlineExceeded, ServerBusy
 
 LONG_MS = 10_000.0  # a latency or timeout no test ever waits out
@@ -72,7 +72,7 @@ class Handler:
 def make(handler: Callable[[list[Any]], Awaitable[Sequence[Any]]], **overrides: Any) -> DynamicBatcher[Any, Any]:
     kwargs: dict[str, Any] = dict(max_batch_size=4, max_latency_ms=LONG_MS, max_queue_size=16, request_timeout_ms=None)
     kwargs.update(overrides)
-    return DynamicBatcher(handler, **kwargs)
+    return DynamicBatcher(handler, BatchingConfig(**kwargs))
 
 
 async def settle() -> None:
@@ -480,11 +480,7 @@ async def test_batch_size_and_queue_wait_are_observed_per_batch_and_per_image() 
     assert metric("predictor_queue_wait_seconds_count") - waits0 == 6
 
 
-# --- construction ----------------------------------------------------------------------------
-
-
-async def _noop(items: list[Any]) -> list[Any]:
-    return items
+# --- configuration ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -503,6 +499,9 @@ async def _noop(items: list[Any]) -> list[Any]:
         ({"max_concurrent_batches": 0}, "max_concurrent_batches must be an integer >= 1"),
     ],
 )
-def test_constructor_arguments_are_checked(overrides: dict[str, Any], message: str) -> None:
+def test_config_rules_are_stated(overrides: dict[str, Any], message: str) -> None:
+    settings: dict[str, Any] = dict(
+        max_batch_size=4, max_latency_ms=LONG_MS, max_queue_size=16, request_timeout_ms=None
+    )
     with pytest.raises(ValueError, match=message):
-        make(_noop, **overrides)
+        BatchingConfig(**{**settings, **overrides})

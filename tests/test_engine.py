@@ -1,17 +1,19 @@
 """The engine on its own: batches of jobs in, top-k out; per-image failures stay per image;
-out-of-memory splits the batch; compiled buckets give the same answers as eager."""
+out-of-memory splits the batch; compiled buckets give the same answers as eager; warm-up
+reports each batch shape it prepared."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 import torch
 from kserve.errors import InvalidInput
 
 from predictor.artifact import load_artifact
-from predictor.codec import EncodedImage, Job, PixelImage, PreprocessedImage
 from predictor.engine import Engine, EngineConfig, batch_buckets
+from predictor.jobs import EncodedImage, Job, PixelImage, PreprocessedImage
 from predictor.preprocess import EvalTransform
 
 from ._artifacts import make_small_artifact, reference_batch
@@ -26,13 +28,7 @@ def small(tmp_path_factory):
 
 
 def _transform(spec) -> EvalTransform:
-    return EvalTransform(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=spec.mean,
-        std=spec.std,
-        interpolation=spec.interpolation,
-    )
+    return EvalTransform.from_spec(spec)
 
 
 def _engine(artifact, **config) -> Engine:
@@ -146,13 +142,30 @@ def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
     compiled.close()
 
 
-def test_compiled_engine_captures_only_the_chosen_buckets(small):
+def test_warm_up_logs_one_line_per_batch_shape_with_its_seconds(small, caplog):
+    with caplog.at_level("INFO", logger="predictor.engine"):
+        engine = _engine(small, max_batch_size=8)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine warm-up:")]
+    assert [line.split(" ready in ")[0] for line in lines] == [
+        "engine warm-up: batch size 1",
+        "engine warm-up: batch size 8",
+    ]
+    assert all(re.fullmatch(r"engine warm-up: batch size \d+ ready in \d+\.\d\d s", line) for line in lines), lines
+    engine.close()
+
+
+def test_compiled_engine_captures_only_the_chosen_buckets(small, caplog):
     transform = _transform(small.spec)
     eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
     config = EngineConfig(device="cpu", max_batch_size=4, compile=True, batch_buckets=(1, 4))
     compiled = Engine(_TinyNet().eval(), transform, config)
-    compiled.warmup()
+    with caplog.at_level("INFO", logger="predictor.engine"):
+        compiled.warmup()  # one compilation and capture per bucket, each logged with its time
     assert compiled.buckets == [1, 4]
+    assert [r.getMessage().split(" ready in ")[0] for r in caplog.records if "warm-up" in r.getMessage()] == [
+        "engine warm-up: batch size 1",
+        "engine warm-up: batch size 4",
+    ]
     jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee")]  # 2 pads to 4
     for a, b in zip(_run(eager, jobs), _run(compiled, jobs), strict=False):
         assert a.indices == b.indices

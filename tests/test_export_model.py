@@ -1,16 +1,21 @@
-"""scripts/export_model.py: real exports in every format, loaded back through predictor.artifact."""
+"""predictor.export (`scripts/export_model.py`): real exports in every format, loaded back
+through predictor.artifact."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import skimage.data
 import torch
 
-from predictor.artifact import ArtifactError, file_sha256, load_artifact, read_spec
-from tests._artifacts import FORMATS, export_model_module, make_small_artifact, reference_batch
+from predictor import export as exporter
+from predictor.artifact import FORMATS, ArtifactError, file_sha256, load_artifact, read_spec
+from predictor.preprocess import Preprocessing
+from tests._artifacts import make_small_artifact, reference_batch
 
 CAT_LABELS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}
 COFFEE_LABELS = {"espresso", "cup", "coffee mug"}
@@ -19,7 +24,6 @@ COFFEE_LABELS = {"espresso", "cup", "coffee mug"}
 @pytest.fixture(scope="module")
 def lite0_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lite0")
-    exporter = export_model_module()
     for fmt in FORMATS:
         exporter.export(root / fmt, fmt=fmt)
     return {fmt: root / fmt for fmt in FORMATS}
@@ -74,7 +78,6 @@ def test_lite0_formats_agree_on_top5(lite0_top5: dict) -> None:
 
 def test_torchvision_arch_exports_in_every_format_and_formats_agree(tmp_path: Path, capsys) -> None:
     arch = "mobilenet_v3_small"  # any torchvision builder works; this one is small and fast
-    exporter = export_model_module()
     batch = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     outputs = {}
     for fmt in FORMATS:
@@ -92,9 +95,8 @@ def test_torchvision_arch_exports_in_every_format_and_formats_agree(tmp_path: Pa
         assert torch.equal(output.topk(5).indices, outputs["safetensors"].topk(5).indices)
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
-def test_graph_formats_accept_any_batch_size(tmp_path: Path, fmt: str) -> None:
-    make_small_artifact(tmp_path / "a", fmt)
+def test_torchscript_accepts_any_batch_size(tmp_path: Path) -> None:
+    make_small_artifact(tmp_path / "a", "torchscript")
     module = load_artifact(tmp_path / "a").module
     for batch_size in (1, 3, 17):
         with torch.no_grad():
@@ -131,14 +133,14 @@ def test_weights_and_labels_files_are_used(tmp_path: Path) -> None:
 def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     make_small_artifact(tmp_path / "src")
     with pytest.raises(ArtifactError, match=r"model\.safetensors.*resnet18"):
-        export_model_module().export(
+        exporter.export(
             tmp_path / "out", arch="resnet18", num_classes=10, weights=tmp_path / "src" / "model.safetensors"
         )
 
 
 def test_packaged_lite0_weights_need_1000_classes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1000"):
-        export_model_module().export(tmp_path / "out", num_classes=10)
+        exporter.export(tmp_path / "out", num_classes=10)
     assert not (tmp_path / "out" / "model.json").exists()
 
 
@@ -155,7 +157,6 @@ def test_bad_preprocessing_arguments_are_refused(tmp_path: Path) -> None:
 
 
 def test_cli_writes_artifact_and_reports_errors(tmp_path: Path, capsys) -> None:
-    exporter = export_model_module()
     code = exporter.main(
         [
             "--output",
@@ -188,3 +189,28 @@ def test_cli_writes_artifact_and_reports_errors(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "cli" / "labels.txt").read_text().split() == ["class_0", "class_1", "class_2", "class_3"]
     assert exporter.main(["--output", str(tmp_path / "bad"), "--arch", "resnet9000"]) == 2
     assert "unknown architecture 'resnet9000'" in capsys.readouterr().err
+    assert exporter.main(["--output", str(tmp_path / "bad"), "--format", "torchscript", "--crop_size", "999"]) == 2
+    assert "key 'crop_size': expected <= resize_size (256), got 999" in capsys.readouterr().err
+
+
+def test_preprocessing_arguments_are_the_spec_fields(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument.*crop"):
+        make_small_artifact(tmp_path / "out", crop=64)
+    args = exporter.build_parser().parse_args(
+        ["--output", "o", "--resize_size", "80", "--crop_size", "64", "--interpolation", "bicubic"]
+        + ["--mean", "0.1", "0.2", "0.3", "--std", "1", "1", "1"]
+    )
+    assert {name: getattr(args, name) for name in Preprocessing.model_fields} == {
+        "resize_size": 80,
+        "crop_size": 64,
+        "interpolation": "bicubic",
+        "mean": [0.1, 0.2, 0.3],
+        "std": [1.0, 1.0, 1.0],
+    }
+
+
+def test_the_script_is_the_module_command_line() -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_model.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--crop_size" in result.stdout and "--format {torchscript,safetensors,state_dict}" in result.stdout

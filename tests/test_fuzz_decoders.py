@@ -287,7 +287,7 @@ def broken_v2(draw: st.DrawFn) -> InferRequest:
     elif what == "datatype":
         tensor._datatype = draw(v2_datatypes)
     elif what == "data" and tensor._raw_data is None:
-        flat = codec._flat(tensor.data)
+        flat = codec.tensors.flatten(tensor.data)
         if flat and draw(st.booleans()):
             flat[draw(st.integers(0, len(flat) - 1))] = draw(json_scalars)
         else:

@@ -1,6 +1,6 @@
 """The GPU pipeline, on a real GPU: nvJPEG decode, bf16, CUDA graphs per bucket, real CUDA
-out-of-memory. Skipped where there is no CUDA device (CI, the 2-core dev machine); run on a GPU
-machine with `pytest tests/test_gpu.py` (see docs/BENCHMARKS.md for the device run)."""
+out-of-memory. Skipped where there is no CUDA device; on a machine with one, run
+`make install && .venv/bin/python -m pytest tests/test_gpu.py`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from predictor.artifact import load_artifact
-from predictor.codec import EncodedImage, Job, PixelImage
 from predictor.engine import Engine, EngineConfig
 from predictor.imaging import decode_cpu, decode_jpegs_gpu
+from predictor.jobs import EncodedImage, Job, PixelImage
 from predictor.preprocess import EvalTransform
 
 from . import _server
@@ -27,13 +27,7 @@ def lite0(default_model_dir):
 
 
 def _transform(spec) -> EvalTransform:
-    return EvalTransform(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=spec.mean,
-        std=spec.std,
-        interpolation=spec.interpolation,
-    )
+    return EvalTransform.from_spec(spec)
 
 
 def _run(engine: Engine, jobs: list[Job]):

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scripts.export_model import export
+from predictor.export import export
 
 from . import _server
 from ._images import b64, jpeg
@@ -32,7 +32,7 @@ def _top5(server, image: str) -> list[str]:
     return r.json()["predictions"][0]["class_names"]
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
+@pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])
 def test_each_artifact_format_serves_the_same_top_k_as_safetensors(server, tmp_path, fmt):
     export(tmp_path, arch="efficientnet-lite0", fmt=fmt)
     other = _server.start(tmp_path)
@@ -175,6 +175,21 @@ def test_batch_buckets_that_cannot_hold_the_largest_batch_fail_the_start_with_th
         "1,4",
         fragments=("the largest of batch_buckets must equal max_batch_size (8)",),
     )
+
+
+def test_each_config_takes_its_defaults_from_its_own_fields():
+    from predictor.__main__ import build_parser
+    from predictor.batching import BatchingConfig
+    from predictor.engine import EngineConfig
+    from predictor.limits import RequestLimits
+    from predictor.server import ServerConfig
+
+    args = build_parser().parse_args([])
+    for config in (ServerConfig, EngineConfig, BatchingConfig, RequestLimits):
+        assert config.from_args(args) == config()
+    args = build_parser().parse_args(["--max_batch_size", "8", "--batch_buckets", "1,8", "--compile"])
+    assert EngineConfig.from_args(args).max_batch_size == BatchingConfig.from_args(args).max_batch_size == 8
+    assert EngineConfig.from_args(args).batch_buckets == (1, 8)
 
 
 def test_latency_log_lines_are_off_by_default_and_on_when_asked(tmp_path):

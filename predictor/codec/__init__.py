@@ -1,0 +1,49 @@
+"""Protocol codec: KServe v1 bodies and v2 `InferRequest`s in, per-image jobs out;
+top-k predictions in, v1 bodies and v2 `InferResponse`s out.
+
+Every check a client can fail raises KServe's `InvalidInput` (400 / INVALID_ARGUMENT)
+with a message that names the input and says what was expected and what came.
+"""
+
+from ..jobs import EncodedImage, Image, Job, PixelImage, Prediction, PreprocessedImage
+from .request import (
+    INPUT_DATATYPES,
+    INPUT_ENCODED,
+    INPUT_PIXELS,
+    INPUT_TENSOR,
+    OUTPUT_DATATYPES,
+    OUTPUT_INDICES,
+    OUTPUT_NAMES,
+    OUTPUT_PROBABILITIES,
+    DecodedRequest,
+    ModelShape,
+    OutputRequest,
+    max_top_k,
+)
+from .v1 import decode_v1, encode_v1
+from .v2 import decode_v2, encode_v2
+
+__all__ = [
+    "INPUT_DATATYPES",
+    "INPUT_ENCODED",
+    "INPUT_PIXELS",
+    "INPUT_TENSOR",
+    "OUTPUT_DATATYPES",
+    "OUTPUT_INDICES",
+    "OUTPUT_NAMES",
+    "OUTPUT_PROBABILITIES",
+    "DecodedRequest",
+    "EncodedImage",
+    "Image",
+    "Job",
+    "ModelShape",
+    "OutputRequest",
+    "PixelImage",
+    "Prediction",
+    "PreprocessedImage",
+    "decode_v1",
+    "decode_v2",
+    "encode_v1",
+    "encode_v2",
+    "max_top_k",
+]
