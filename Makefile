@@ -46,9 +46,10 @@ serve: install model ## Serve the default model: REST on HTTP_PORT (8080), gRPC 
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(SERVE_ARGS)
 
 .PHONY: lint
-lint: install ## Check formatting and lint (ruff)
+lint: install ## Check formatting, lint (ruff) and types (mypy, the packages listed in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 .PHONY: test
 test: install lint ## Lint, then run the whole test suite (real servers on loopback, real artifacts)
@@ -64,6 +65,6 @@ soak: install model ## Bounded overload + soak run: status codes, p99, memory gr
 
 .PHONY: clean
 clean: ## Remove the venv, built models and caches
-	rm -rf $(VENV) models bench-results .pytest_cache .hypothesis
+	rm -rf $(VENV) models bench-results .pytest_cache .hypothesis .mypy_cache
 
 include mk/deploy.mk

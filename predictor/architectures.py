@@ -66,7 +66,7 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
         # from_name, not from_pretrained: the latter torch.load()s without weights_only.
         # Never call set_swish(): Lite uses ReLU6 and Swish ruins the pretrained accuracy.
-        model = EfficientNet.from_name(name, num_classes=num_classes)
+        model: nn.Module = EfficientNet.from_name(name, num_classes=num_classes)
     else:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return model.float().eval()

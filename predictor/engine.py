@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ class Engine:
         self._compute_stream = torch.cuda.Stream(self.device) if self._cuda else None
         self._oom_logged = False
 
-    def _maybe_compile(self, module: torch.nn.Module) -> torch.nn.Module:
+    def _maybe_compile(self, module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if not self.config.compile:
             return module
         if isinstance(module, torch.jit.ScriptModule):

@@ -25,7 +25,7 @@ class PredictorError(GrpcException):
     """Base class: a reason for the client, and how it is reported on REST, gRPC and /metrics."""
 
     http_status: ClassVar[int] = 500
-    status_code: ClassVar[StatusCode] = StatusCode.INTERNAL  # the name grpc_interceptor reads
+    status_code = StatusCode.INTERNAL  # the name grpc_interceptor reads
     metric_label: ClassVar[str] = OUTCOME_ERROR
 
     def __init__(self, reason: str) -> None:

@@ -133,7 +133,8 @@ def decode_cpu(data: bytes) -> torch.Tensor:
     """Decode to a uint8 RGB tensor [3, H, W]."""
     try:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode_image(buf, mode=ImageReadMode.RGB)
+        image: torch.Tensor = decode_image(buf, mode=ImageReadMode.RGB)
+        return image
     except (RuntimeError, ValueError) as e:
         # torchvision's messages carry C++ source paths; the client gets none of that.
         raise InvalidInput("image could not be decoded (corrupt or truncated data)") from e

@@ -82,4 +82,5 @@ class EvalTransform:
         image = F.resize(image, [self.resize_size], interpolation=self.interpolation, antialias=True)
         image = F.center_crop(image, [self.crop_size])
         image = F.to_dtype(image, torch.float32, scale=True)
-        return F.normalize(image, mean=self.mean, std=self.std)
+        normalised: torch.Tensor = F.normalize(image, mean=self.mean, std=self.std)
+        return normalised

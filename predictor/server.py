@@ -51,7 +51,7 @@ class ReadOnlyRepository(ModelRepositoryExtension):
 
 
 class PredictorDataPlane(DataPlane):
-    def decode_inference_request(self, body: Any, headers: dict, model_name: str):
+    def decode_inference_request(self, body: Any, headers: dict[str, str] | None, model_name: str) -> Any:
         if isinstance(body, bytes):
             return v2_binary.parse(body, {k.lower(): v for k, v in (headers or {}).items()}, model_name)
         return super().decode_inference_request(body, headers, model_name)
@@ -119,16 +119,21 @@ async def _json(send: Send, status: int, message: str) -> None:
 # ------------------------------------------------------------------ REST
 
 
+# Starlette picks a handler by the exception's type; each handler narrows its argument to it.
+
+
 async def _predictor_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PredictorError)
     return JSONResponse({"error": exc.reason}, status_code=exc.http_status, headers=exc.headers())
 
 
-async def _http_exception(_: Request, exc: HTTPException) -> JSONResponse:
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     problems = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -136,12 +141,12 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
 
 
-async def _not_implemented(_: Request, exc: NotImplementedError) -> JSONResponse:
+async def _not_implemented(_: Request, exc: Exception) -> JSONResponse:
     # KServe raises this for model versions (unsupported): that is a missing resource, not a server fault.
     return JSONResponse({"error": f"not supported: {exc}"}, status_code=404)
 
 
-async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+async def _too_deep(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": "request JSON is nested too deeply"}, status_code=400)
 
 
@@ -172,7 +177,7 @@ class _DrainingServer(_RefreshingServer):
 
 
 async def _metrics(request: Request) -> Response:
-    encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+    encoder, content_type = exposition.choose_encoder(request.headers.get("accept", ""))
     return Response(content=encoder(metrics.scrape_registry()), headers={"content-type": content_type})
 
 
@@ -312,7 +317,7 @@ class PredictorServer(ModelServer):
         self.model_repository_extension = ReadOnlyRepository(model_registry=self.registered_models)
         self._drained = False
 
-    def start(self, models: list) -> None:
+    def start(self, models: list[Any]) -> None:
         if self.workers > 1:
             # KServe's multi-process mode forks only REST, with an app our hardening does not
             # reach; `python -m predictor --workers N` runs N whole servers instead (workers.py).

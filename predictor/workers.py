@@ -44,7 +44,7 @@ class RestartPolicy:
 @dataclass
 class _Worker:
     index: int
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
 
 
 def worker_env(workers: int, metrics_dir: str, base: dict[str, str] | None = None) -> dict[str, str]:

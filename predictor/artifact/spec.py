@@ -116,7 +116,7 @@ class ModelSpec(Preprocessing):
         fmt, num_classes = d.get("format"), d.get("num_classes")
         d.setdefault("file", DEFAULT_FILES.get(fmt, "model") if isinstance(fmt, str) else "model")
         valid_count = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1
-        d.setdefault("top_k", min(DEFAULT_TOP_K, num_classes) if valid_count else 1)
+        d.setdefault("top_k", min(DEFAULT_TOP_K, num_classes) if valid_count and num_classes else 1)
         return d
 
     @model_validator(mode="after")

@@ -68,7 +68,8 @@ def _json_bytes_item(x: Any, name: str, i: int) -> bytes:
 
 def _deserialize_bytes(raw: bytes, name: str) -> list[bytes]:
     """Triton's BYTES wire format: each element is a 4-byte little-endian length, then the bytes."""
-    items, offset = [], 0
+    items: list[bytes] = []
+    offset = 0
     while offset < len(raw):
         if offset + 4 > len(raw):
             raise InvalidInput(f"input {name!r}: BYTES data truncated inside an element's 4-byte length prefix")
