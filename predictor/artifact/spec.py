@@ -87,6 +87,7 @@ class ModelSpec(Preprocessing):
     )
     architecture: str | None = Field(
         default=None,
+        min_length=1,
         description="a torchvision classification builder or efficientnet-lite0..4, the network the weights "
         f"fit (required for {' and '.join(WEIGHTS_ONLY_FORMATS)}, informational otherwise)",
     )
@@ -107,16 +108,18 @@ class ModelSpec(Preprocessing):
     def _fill_defaults(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
-        # JSON null counts as absent for optional keys, so they may be written out explicitly;
-        # for a required key it stays, and fails the type check ("got null").
-        optional = ("file", "architecture", "labels", "top_k", "sha256")
-        d = {k: v for k, v in data.items() if not (k in optional and v is None)}
         # Defaults that depend on another key. When that key is itself invalid, the spec fails
         # on it; a stand-in keeps the dependent key from being reported too.
+        derived = {"file", "top_k"}
+        # JSON null counts as absent for optional keys, so they may be written out explicitly;
+        # for a required key it stays, and fails the type check ("got null").
+        optional = derived | {name for name, field in cls.model_fields.items() if not field.is_required()}
+        d = {k: v for k, v in data.items() if not (k in optional and v is None)}
         fmt, num_classes = d.get("format"), d.get("num_classes")
         d.setdefault("file", DEFAULT_FILES.get(fmt, "model") if isinstance(fmt, str) else "model")
-        valid_count = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1
-        d.setdefault("top_k", min(DEFAULT_TOP_K, num_classes) if valid_count and num_classes else 1)
+        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
+            num_classes = 1
+        d.setdefault("top_k", min(DEFAULT_TOP_K, num_classes))
         return d
 
     @model_validator(mode="after")
