@@ -192,6 +192,20 @@ def test_each_config_takes_its_defaults_from_its_own_fields():
     assert EngineConfig.from_args(args).batch_buckets == (1, 8)
 
 
+def test_the_start_log_has_one_line_per_warmed_batch_shape(tmp_path):
+    # What an operator sizes a Kubernetes startupProbe from.
+    from ._artifacts import make_small_artifact
+
+    make_small_artifact(tmp_path / "small")
+    running = _server.start(tmp_path / "small", "--max_batch_size", "4")
+    running.stop()
+    lines = [line for line in running.log().splitlines() if "engine warm-up: batch size" in line]
+    assert [line.split("engine warm-up: ")[1].split(" ready in ")[0] for line in lines] == [
+        "batch size 1",
+        "batch size 4",
+    ], running.log()[-2000:]
+
+
 def test_latency_log_lines_are_off_by_default_and_on_when_asked(tmp_path):
     from predictor.__main__ import build_parser
 
