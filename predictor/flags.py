@@ -73,5 +73,5 @@ class FlagConfig:
     def from_args(cls: type[C], args: argparse.Namespace) -> C:
         """The config from parsed flags. A field without a flag of its own takes a flag another
         config declares under the same name (the engine's max_batch_size is the batcher's)."""
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}  # type: ignore[arg-type]
-        return cls(**values)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return cls(**{f.name: getattr(args, f.name) for f in fields if f.init and hasattr(args, f.name)})
