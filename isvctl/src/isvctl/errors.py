@@ -3,8 +3,8 @@ class DeployError(Exception):
 
 
 class RolloutFailed(DeployError):
-    """A new revision did not become ready (condition message and pod events in the text)."""
+    """A new spec did not become ready (the controller's words and pod events in the text)."""
 
 
 class GateFailed(DeployError):
-    """A canary step's metrics were outside their thresholds."""
+    """A canary step's gate failed during the bake (metrics out of bounds or unreadable)."""

@@ -1,7 +1,7 @@
 """`make predict`: one v1 and one v2 request against the deployed service, with a generated image.
 
-The payloads follow the predictor's contract (docs/DEPLOY.md): v1 {"instances": [{"image": {"b64"}}]},
-v2 one BYTES input holding the encoded image.
+The payloads follow the predictor's contract: v1 {"instances": [{"image": {"b64": ...}}]}, v2 one
+BYTES input holding the encoded image. tests/deploy/test_smoke.py sends them to a real predictor.
 """
 
 from __future__ import annotations
