@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from isvctl import cli
 
 from .conftest import KUBECTL, REPO_ROOT, FakeClock, FakeCluster

@@ -96,7 +96,7 @@ def _step_patch(current: State, plan: CanaryPlan, strategy: Strategy, i: int, pe
         canary = patches.new_canary(
             current, name=canary_name(current), storage_uri=plan.storage_uri, image=plan.image, percent=percent or 0
         )
-        return patches.canaries(canary)
+        return patches.canaries(current, canary)
     if i == 1:
         return patches.replace(current, storage_uri=plan.storage_uri, image=plan.image, percent=percent)
     return patches.traffic(percent or 0)
@@ -149,7 +149,7 @@ def run(ops: Ops, plan: CanaryPlan, gate: Gate) -> Observation:
         if strategy is Strategy.GATEWAY_SPLIT:
             assert canary is not None and percent is not None
             canary = replace(canary, percent=percent)
-            ops.patch(patches.canaries(canary))
+            ops.patch(patches.canaries(current, canary))
             target = rollout.canary_split(canary.name, percent, expected)
         elif i == 1:
             ops.patch(patches.replace(current, storage_uri=plan.storage_uri, image=plan.image, percent=percent))

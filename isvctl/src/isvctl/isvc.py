@@ -93,6 +93,7 @@ class State:
     image: str | None
     predictor_name: str
     predictor_annotations: dict[str, str]
+    model_format: dict[str, Any]
     canary_percent: int | None
     canaries: tuple[Canary, ...]
     min_replicas: int | None
@@ -208,6 +209,7 @@ def parse(doc: dict[str, Any]) -> State:
         image=model.get("image"),
         predictor_name=spec.get("name") or "",
         predictor_annotations=dict(spec.get("annotations") or {}),
+        model_format=dict(model.get("modelFormat") or {}),
         canary_percent=_int_or_none(spec.get("canaryTrafficPercent")),
         canaries=canaries,
         min_replicas=_int_or_none(spec.get("minReplicas")),

@@ -107,8 +107,10 @@ def restore(current: State, *, pin_traffic: bool = False) -> Patch:
 # -- Standard mode, spec.canary ----------------------------------------------------------------
 
 
-def _canary_entry(canary: Canary) -> dict[str, Any]:
-    predictor: dict[str, Any] = {"name": canary.name, "model": _model(canary.storage_uri, canary.image)}
+def _canary_entry(current: State, canary: Canary) -> dict[str, Any]:
+    # The CRD requires modelFormat in every model; KServe merges the rest from the stable predictor.
+    model = {"modelFormat": current.model_format, **_model(canary.storage_uri, canary.image)}
+    predictor: dict[str, Any] = {"name": canary.name, "model": model}
     if canary.annotations:
         predictor["annotations"] = canary.annotations
     return {"trafficPercent": check_percent(canary.percent), "predictor": predictor}
@@ -124,8 +126,8 @@ def new_canary(current: State, *, name: str, storage_uri: str | None, image: str
     return Canary(name, percent, storage_uri, image, {**current.predictor_annotations, **remember})
 
 
-def canaries(*entries: Canary) -> Patch:
-    return {"spec": {"canary": [_canary_entry(c) for c in entries]}}
+def canaries(current: State, *entries: Canary) -> Patch:
+    return {"spec": {"canary": [_canary_entry(current, c) for c in entries]}}
 
 
 def promote_canary(current: State) -> Patch:
