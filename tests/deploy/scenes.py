@@ -120,6 +120,7 @@ class KnativeStory(Story):
         # Deployed and rolled out: revision 00001 serves everything.
         self.knative_creates_revision()
         self.revision_ready()
+        self.moment()
 
     @property
     def rolled_out(self) -> str:
@@ -214,6 +215,7 @@ class StandardStory(Story):
         self.pods: list[dict[str, Any]] = []
         self.kserve_reconciles()
         self.rolled_out()
+        self.moment()
 
     def _write(self, name: str, isvc: dict[str, Any], replicas: int) -> None:
         desired = kserve_sim.deployment(isvc, self.runtime, name=name)
