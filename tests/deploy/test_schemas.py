@@ -108,7 +108,11 @@ def _moments():
                         "trafficPercent": 20,
                         "predictor": {
                             "name": "g2",
-                            "model": {"modelFormat": {"name": "pytorch-image-classifier"}, "storageUri": "s3://m/v2"},
+                            "model": {
+                                "name": "",
+                                "modelFormat": {"name": "pytorch-image-classifier"},
+                                "storageUri": "s3://m/v2",
+                            },
                         },
                     }
                 ]

@@ -108,8 +108,9 @@ def restore(current: State, *, pin_traffic: bool = False) -> Patch:
 
 
 def _canary_entry(current: State, canary: Canary) -> dict[str, Any]:
-    # The CRD requires modelFormat in every model; KServe merges the rest from the stable predictor.
-    model = {"modelFormat": current.model_format, **_model(canary.storage_uri, canary.image)}
+    # The CRD requires a model's modelFormat and (empty) container name in a canary; KServe merges
+    # the rest from the stable predictor (buildCanaryPredictor).
+    model = {"name": "", "modelFormat": current.model_format, **_model(canary.storage_uri, canary.image)}
     predictor: dict[str, Any] = {"name": canary.name, "model": model}
     if canary.annotations:
         predictor["annotations"] = canary.annotations
