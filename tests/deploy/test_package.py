@@ -1,6 +1,7 @@
 """isvctl installs on its own with the `deploy` extra: the kubernetes client, PyYAML and a pinned
 kubectl, and never the ML stack."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,10 +13,13 @@ from .conftest import REPO_ROOT
 
 @pytest.mark.slow
 def test_the_deploy_extra_installs_into_a_fresh_venv_without_torch(tmp_path):
+    # A copy, so the build leaves nothing in the checkout.
+    source = tmp_path / "isvctl"
+    shutil.copytree(REPO_ROOT / "isvctl", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
     subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", f"{REPO_ROOT / 'isvctl'}[deploy]"],
+        [python, "-m", "pip", "install", "--quiet", f"{source}[deploy]"],
         check=True,
         timeout=600,
     )
