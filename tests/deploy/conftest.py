@@ -40,6 +40,17 @@ def render(overlay: str, name: str = "", namespace: str = "ml-serving") -> list[
     return copy.deepcopy(list(_render(overlay, name, namespace)))
 
 
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    """Any kustomization in the repository, built with the pinned kubectl (for trees beside the
+    overlays, e.g. examples that admission.admit and crd_schema.errors then check)."""
+    import subprocess
+
+    import yaml
+
+    done = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
 def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return manifests.one_of(objects, kind)
 

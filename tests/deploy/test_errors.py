@@ -126,3 +126,16 @@ def test_inferenceservice_not_found(tmp_path):
     with FakeAPIServer(isvc_answer=not_found()) as api:
         done = deploy_py("status", kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
     assert_clean_error(done, "InferenceService ml-serving/image-classifier not found: run `make deploy` first")
+
+
+def test_merge_patches_use_the_same_field_manager_as_server_side_apply(tmp_path):
+    from .scenes import KnativeStory
+
+    story = KnativeStory()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": "s3://m/v2"}}}})
+    story.knative_creates_revision()
+    story.revision_ready()
+    with FakeAPIServer(isvc_answer=(200, story.moment()[0])) as api:
+        deploy_py("promote", "--timeout-s", "0", kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
+    patches = [path for command, path in api.requests if command == "PATCH"]
+    assert patches and all("fieldManager=isvctl" in path for path in patches)

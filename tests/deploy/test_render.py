@@ -4,14 +4,13 @@ pod lifecycle (startup, drain, disruption, storage) each overlay promises."""
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 import yaml
 
 from isvctl import manifests
 
-from .conftest import KUBECTL, MANIFESTS, OVERLAYS, REPO_ROOT, FakeCluster, isvctl, of_kind, render
+from .conftest import KUBECTL, MANIFESTS, OVERLAYS, REPO_ROOT, FakeCluster, isvctl, kustomize, of_kind, render
 
 PREDICTOR_GRACE_PERIOD_S = 20  # predictor/__main__.py --grace_period_s default
 PROGRESS_DEADLINE_S = 600  # Kubernetes' default progressDeadlineSeconds, and Knative's
@@ -196,10 +195,7 @@ def test_the_data_scientists_inferenceservice_names_format_runtime_uri_and_resou
 
 
 def test_the_dashboard_is_one_for_every_instance():
-    done = subprocess.run(
-        [KUBECTL, "kustomize", str(MANIFESTS / "dashboard")], capture_output=True, text=True, check=True
-    )
-    (config_map,) = list(yaml.safe_load_all(done.stdout))
+    (config_map,) = kustomize(MANIFESTS / "dashboard")
     dashboard = json.loads(config_map["data"]["image-classifier.json"])
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     assert re.findall(r'isvc="([^"]+)"', exprs) == ["$isvc"] * len(re.findall(r"isvc=", exprs))
@@ -208,8 +204,5 @@ def test_the_dashboard_is_one_for_every_instance():
 
 
 def test_the_cluster_runtime_is_the_same_runtime_cluster_wide():
-    done = subprocess.run(
-        [KUBECTL, "kustomize", str(MANIFESTS / "cluster-runtime")], capture_output=True, text=True, check=True
-    )
-    (cluster_runtime,) = list(yaml.safe_load_all(done.stdout))
+    (cluster_runtime,) = kustomize(MANIFESTS / "cluster-runtime")
     assert cluster_runtime["kind"] == "ClusterServingRuntime" and "namespace" not in cluster_runtime["metadata"]
