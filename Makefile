@@ -24,11 +24,12 @@ help: ## Show this help
 
 ##@ Development
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml isvctl/pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch/torchvision are pinned in pyproject; pip takes them from the local wheel cache where one exists.
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e './isvctl[deploy]'
 	touch $@
 
 .PHONY: install

@@ -120,3 +120,8 @@ def forbidden(verb: str) -> tuple[int, dict]:
 
 def not_found() -> tuple[int, dict]:
     return 404, _status(404, "NotFound", 'inferenceservices.serving.kserve.io "image-classifier" not found')
+
+
+def webhook_denied(webhook: str, message: str) -> tuple[int, dict]:
+    """A validating webhook's denial as the API server returns it: 403, worded by ToStatusErr."""
+    return 403, _status(403, "Forbidden", f'admission webhook "{webhook}" denied the request: {message}')

@@ -1,25 +1,18 @@
-"""The canary state machine against recorded InferenceService documents, in both modes."""
+"""Canaries on the moments the controllers write: Knative's traffic split, the Gateway API split of
+spec.canary, and the gated rolling replace; gates every interval during the bake; rollbacks."""
 
-import pytest
-from isvctl import canary, isvc
-from isvctl.errors import DeployError, GateFailed, RolloutFailed
-from isvctl.gates import PrometheusGate, ReadinessGate, Thresholds, Verdict, judge
+import socket
 
-from .conftest import FakeCluster, recorded
+from isvctl.gates import PrometheusGate, Thresholds, Verdict
 
-V2 = "s3://models/image-classifier/v2"
+from .conftest import FakeCluster, isvctl
+from .scenes import CRASH_LOOP, KnativeStory, StandardStory
+
+V1, V2 = "s3://models/image-classifier/v1", "s3://models/image-classifier/v2"
 PREV = "isvctl.image-classifier.dev/previous-storage-uri"
 
 
-def plan(steps=(10,), bake_time_s=60.0, timeout_s=300.0):
-    return canary.CanaryPlan(
-        storage_uri=V2, image=None, steps_percent=tuple(steps), bake_time_s=bake_time_s, timeout_s=timeout_s, poll_s=5.0
-    )
-
-
 class ScriptedGate:
-    """Passes or fails step by step, as listed."""
-
     def __init__(self, *results: bool):
         self.results = list(results)
         self.calls = []
@@ -27,212 +20,189 @@ class ScriptedGate:
     def describe(self):
         return "scripted"
 
-    def check(self, state, revision, window_s):
-        self.calls.append((revision, window_s))
+    def check(self, obs, subject, window_s):
+        self.calls.append((subject.what, subject.matchers, window_s))
         passed = self.results.pop(0)
         return Verdict(passed, "fine" if passed else "error ratio 0.2000 (max 0.0100)")
 
 
-def run(cluster, the_plan, gate, clock):
-    current = isvc.parse(cluster.get_isvc("ml-serving", "image-classifier"))
-    lines = []
-    state = canary.run(cluster, current, the_plan, gate, clock=clock, say=lines.append)
-    return state, lines
+def canary(capsys, cluster, *args, gate, code=0, overlay="serverless"):
+    argv = ["canary", "--overlay", overlay, "--storage-uri", V2, "--bake-time-s", "30", "--gate-interval-s", "30"]
+    return isvctl(capsys, [*argv, *args], cluster, gate=gate, code=code)
 
 
-def test_serverless_steps_through_each_share_bakes_gates_and_promotes(clock):
-    cluster = FakeCluster(
-        "serverless-ready",
-        "serverless-canary-pending",
-        "serverless-canary-10",
-        "serverless-canary-10",
-        "serverless-canary-50",
-        "serverless-canary-50",
-        "serverless-canary-100",
-        "serverless-canary-100",
-        "serverless-promoted",
-    )
-    gate = ScriptedGate(True, True, True)
-    state, lines = run(cluster, plan(steps=(10, 50, 100), bake_time_s=120), gate, clock)
-    assert cluster.patches == [
+def knative_canary_start(story: KnativeStory, percent: int = 10):
+    story.patch(
         {
-            "metadata": {"annotations": {PREV: "s3://models/image-classifier/v1"}},
-            "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": V2}}},
-        },
+            "spec": {
+                "predictor": {"canaryTrafficPercent": percent, "model": {"storageUri": V2}, "annotations": {PREV: V1}}
+            }
+        }
+    )
+    story.knative_creates_revision()
+    creating = story.moment()
+    story.revision_ready()
+    return creating, story.moment()
+
+
+def test_knative_steps_bake_and_promote_though_observed_generation_lags_for_good(capsys):
+    story = KnativeStory()
+    start = story.moment()
+    creating, at10 = knative_canary_start(story)
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": 50}}})
+    story.knative_routes()
+    at50 = story.moment()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": 100}}})
+    story.knative_routes()
+    at100 = story.moment()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": None}}})
+    story.knative_routes()  # the Knative Service does not change: its generation stays
+    promoted = story.moment()
+    assert promoted[0]["status"]["observedGeneration"] < promoted[0]["metadata"]["generation"]
+    cluster = FakeCluster(start, start, creating, at10, at10, at50, at50, at100, at100, at100, promoted)
+    gate = ScriptedGate(True, True, True)
+    out, _ = canary(capsys, cluster, "--steps", "10,50,100", gate=gate)
+    assert cluster.patches == [
+        {"spec": {"predictor": {"annotations": {PREV: V1}, "canaryTrafficPercent": 10, "model": {"storageUri": V2}}}},
         {"spec": {"predictor": {"canaryTrafficPercent": 50}}},
         {"spec": {"predictor": {"canaryTrafficPercent": 100}}},
         {"spec": {"predictor": {"canaryTrafficPercent": None}}},
     ]
-    assert gate.calls == [("image-classifier-predictor-00002", 120)] * 3
-    assert clock.sleeps_s.count(120) == 3
-    assert state.latest_rolledout == "image-classifier-predictor-00002"
-    assert state.percent_of("image-classifier-predictor-00002") == 100
-    assert "step 2/3: 50% of traffic to s3://models/image-classifier/v2" in lines
+    revision = "image-classifier-predictor-00002"
+    assert gate.calls == [(f"revision {revision}", f'revision="{revision}"', 30.0)] * 3
+    assert f"  ✓ revision {revision} serves all traffic" in out
+    assert "  baking, 0 s left: fine" in out
 
 
-def test_serverless_single_step_leaves_the_canary_for_a_human_to_promote(clock):
-    cluster = FakeCluster("serverless-ready", "serverless-canary-10")
-    state, lines = run(cluster, plan(steps=(10,)), ScriptedGate(True), clock)
-    assert len(cluster.patches) == 1
-    assert state.canary_percent == 10
-    assert lines[-1] == "canary holds 10% of traffic: `make promote` to finish, `make rollback` to abort"
-
-
-def test_serverless_gate_failure_rolls_back_to_the_previous_revision(clock):
-    cluster = FakeCluster(
-        "serverless-ready",
-        "serverless-canary-10",
-        "serverless-canary-10",
-        "serverless-canary-50",
-        "serverless-canary-50",
-        "serverless-rolled-back",
+def test_the_gate_is_checked_every_interval_and_the_first_failing_window_rolls_back(capsys):
+    story = KnativeStory()
+    start = story.moment()
+    creating, at10 = knative_canary_start(story)
+    # The rollback: 0% to the canary at once with v1 back in the spec, v1's new revision ready at
+    # 0%, then the pin removed.
+    story.patch(
+        {"spec": {"predictor": {"canaryTrafficPercent": 0, "model": {"storageUri": V1}, "annotations": {PREV: None}}}}
     )
-    with pytest.raises(GateFailed) as failed:
-        run(cluster, plan(steps=(10, 50, 100)), ScriptedGate(True, False), clock)
-    assert cluster.patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
-    assert len(cluster.patches) == 3
-    assert str(failed.value) == (
-        "canary gate failed at 50%: error ratio 0.2000 (max 0.0100)\n"
-        "rolled back: all traffic on image-classifier-predictor-00001"
+    story.knative_creates_revision()
+    story.knative_routes()
+    pinned = story.moment()
+    story.revision_ready()
+    v1_ready = story.moment()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": None}}})
+    story.knative_routes()
+    done = story.moment()
+    cluster = FakeCluster(start, start, creating, at10, at10, at10, at10, pinned, v1_ready, done)
+    gate = ScriptedGate(True, False)
+    _, err = canary(capsys, cluster, "--bake-time-s", "120", gate=gate, code=1)
+    assert len(gate.calls) == 2
+    assert err.startswith("error: canary gate failed at 10%: error ratio 0.2000 (max 0.0100)\n")
+    assert err.rstrip().endswith(
+        "rolled back: all traffic on image-classifier-predictor-00003 (s3://models/image-classifier/v1)"
     )
-
-
-def test_serverless_failed_revision_rolls_back_and_explains_with_condition_and_events(clock):
-    events = [
-        "Warning BackOff pod/image-classifier-predictor-00002-deployment-7d9f-x2k: "
-        "Back-off restarting failed container kserve-container"
-    ]
-    cluster = FakeCluster(
-        "serverless-ready",
-        "serverless-canary-pending",
-        "serverless-revision-failed",
-        "serverless-revision-failed",
-        "serverless-rolled-back",
-        events=events,
-    )
-    with pytest.raises(RolloutFailed) as failed:
-        run(cluster, plan(), ScriptedGate(), clock)
-    text = str(failed.value)
-    assert text.startswith(
-        "ml-serving/image-classifier: ModelLoadFailed: RuntimeError: model.json in "
-        "/mnt/models declares 1000 classes but the weights have 10."
-    )
-    assert 'Revision "image-classifier-predictor-00002" failed with message' in text
-    assert "recent pod events:\n  Warning BackOff pod/image-classifier-predictor-00002" in text
-    assert text.endswith("rolled back: all traffic on image-classifier-predictor-00001")
-    assert cluster.patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
-
-
-def test_a_revision_that_never_becomes_ready_times_out_and_rolls_back(clock):
-    cluster = FakeCluster("serverless-ready", *["serverless-canary-pending"] * 200)
-    cluster.docs.append(recorded("serverless-rolled-back"))
-    with pytest.raises(RolloutFailed) as failed:
-        canary.run(
-            cluster,
-            isvc.parse(recorded("serverless-ready")),
-            plan(timeout_s=60),
-            ScriptedGate(),
-            clock=clock,
-            say=lambda _: None,
-        )
-    assert "timed out after 60 s: revision image-classifier-predictor-00002 starting" in str(failed.value)
-
-
-def test_standard_mode_rolls_all_replicas_in_one_gated_step(clock):
-    cluster = FakeCluster("standard-ready", "standard-rolling", "standard-updated", "standard-updated")
-    gate = ScriptedGate(True)
-    state, lines = run(cluster, plan(steps=(10, 50, 100)), gate, clock)
-    assert cluster.patches == [
+    assert cluster.patches[1:] == [
         {
-            "metadata": {"annotations": {PREV: "s3://models/image-classifier/v1"}},
-            "spec": {"predictor": {"model": {"storageUri": V2}}},
-        }
+            "spec": {
+                "predictor": {
+                    "annotations": {PREV: None, "isvctl.image-classifier.dev/previous-image": None},
+                    "canaryTrafficPercent": 0,
+                    "model": {"storageUri": V1},
+                }
+            }
+        },
+        {"spec": {"predictor": {"canaryTrafficPercent": None}}},
     ]
-    assert gate.calls == [(None, 60.0)]
-    assert lines[0] == "Standard mode cannot split traffic: the new model replaces every replica in one step"
-    assert state.storage_uri == V2
 
 
-def test_standard_mode_failed_load_restores_the_previous_storage_uri(clock):
-    cluster = FakeCluster(
-        "standard-ready", "standard-rolling", "standard-failed", "standard-failed", "standard-rolled-back"
+def test_an_unreachable_prometheus_is_refused_before_step_one(capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cluster = FakeCluster(KnativeStory().moment())
+    _, err = isvctl(
+        capsys,
+        ["canary", "--storage-uri", V2, "--prometheus-url", f"http://127.0.0.1:{port}"],
+        cluster,
+        code=1,
     )
-    with pytest.raises(RolloutFailed) as failed:
-        run(cluster, plan(), ScriptedGate(), clock)
-    assert cluster.patches[-1] == {
-        "metadata": {"annotations": {PREV: None}},
-        "spec": {"predictor": {"model": {"storageUri": "s3://models/image-classifier/v1"}}},
-    }
-    assert str(failed.value).endswith("rolled back: all traffic on s3://models/image-classifier/v1")
+    assert err.startswith(f"error: cannot query Prometheus at http://127.0.0.1:{port}")
+    assert cluster.patches == []
 
 
-def test_standard_mode_gate_failure_restores_the_previous_storage_uri(clock):
-    cluster = FakeCluster("standard-ready", "standard-updated", "standard-updated", "standard-rolled-back")
-    with pytest.raises(GateFailed):
-        run(cluster, plan(), ScriptedGate(False), clock)
-    assert cluster.patches[-1]["spec"]["predictor"]["model"]["storageUri"] == "s3://models/image-classifier/v1"
-
-
-def test_a_canary_of_the_model_already_served_is_refused(clock):
-    cluster = FakeCluster("serverless-ready")
-    current = isvc.parse(recorded("serverless-ready"))
-    same = canary.CanaryPlan("s3://models/image-classifier/v1", None, (10,), 1, 1)
-    with pytest.raises(DeployError, match="already serves"):
-        canary.run(cluster, current, same, ScriptedGate(), clock=clock, say=lambda _: None)
-
-
-@pytest.mark.parametrize(
-    "text, default, expected", [("", 10, (10,)), ("10,50,100", 10, (10, 50, 100)), ("25", 10, (25,))]
-)
-def test_steps_parse(text, default, expected):
-    assert canary.parse_steps(text, default) == expected
-
-
-@pytest.mark.parametrize("text", ["50,10", "0,50", "10,10", "10,150", "ten"])
-def test_steps_must_rise_within_1_to_100(text):
-    with pytest.raises(DeployError, match="CANARY_STEPS"):
-        canary.parse_steps(text, 10)
-
-
-class FakePrometheus:
-    def __init__(self, error_ratio, p99_s):
-        self.values = {"predictor_requests_total": error_ratio, "histogram_quantile": p99_s}
-        self.queries = []
-
+class FailingPrometheus:
     def query(self, promql):
-        self.queries.append(promql)
-        return self.values[
-            "histogram_quantile" if promql.startswith("histogram_quantile") else "predictor_requests_total"
-        ]
+        from isvctl.errors import DeployError
+
+        raise DeployError("Prometheus rejected 'sum(...)': HTTP 400 parse error")
 
 
-def test_prometheus_gate_queries_the_canary_revision_s_own_series():
-    source = FakePrometheus(0.001, 0.120)
-    state = isvc.parse(recorded("serverless-canary-10"))
-    verdict = PrometheusGate(source, Thresholds(0.01, 0.5)).check(state, "image-classifier-predictor-00002", 300)
-    assert verdict == Verdict(True, "error ratio 0.0010 (max 0.0100); p99 120 ms (max 500 ms)")
-    sel = 'namespace="ml-serving", isvc="image-classifier", revision="image-classifier-predictor-00002"'
-    assert source.queries == [
-        f'sum(rate(predictor_requests_total{{{sel}, status=~"error|timeout"}}[300s]))'
-        f" / sum(rate(predictor_requests_total{{{sel}}}[300s]))",
-        f"histogram_quantile(0.99, sum by (le) (rate(predictor_request_seconds_bucket{{{sel}}}[300s])))",
-    ]
+def test_a_failing_prometheus_query_fails_the_gate_with_its_error():
+    story = KnativeStory()
+    knative_canary_start(story)
+    from isvctl.gates import Subject
+    from isvctl.observe import Observation
+    from isvctl.ops import ready_revision
+
+    obs = Observation(FakeCluster(story.moment()), "ml-serving", "image-classifier")
+    revision = "image-classifier-predictor-00002"
+    subject = Subject(f"revision {revision}", f'revision="{revision}"', ready_revision(revision))
+    verdict = PrometheusGate(FailingPrometheus(), Thresholds()).check(obs, subject, 30)
+    assert verdict == Verdict(
+        False, "cannot read the canary's metrics: Prometheus rejected 'sum(...)': HTTP 400 parse error"
+    )
 
 
-@pytest.mark.parametrize(
-    "error_ratio, p99_s, passed, summary",
-    [
-        (0.05, 0.1, False, "error ratio 0.0500 (max 0.0100)"),
-        (0.0, 0.9, False, "p99 900 ms (max 500 ms)"),
-        (None, None, True, "no requests in the window: gated on readiness only"),
-        (0.0, None, True, "error ratio 0.0000 (max 0.0100)"),
-    ],
-)
-def test_gate_judgement(error_ratio, p99_s, passed, summary):
-    assert judge(error_ratio, p99_s, Thresholds(0.01, 0.5)) == Verdict(passed, summary)
+def test_standard_with_the_gateway_api_canaries_through_spec_canary_and_promotes(capsys):
+    story = StandardStory("raw", gateway=True)
+    start = story.moment()
+    entry = {"name": "", "modelFormat": {"name": "pytorch-image-classifier"}, "storageUri": V2}
+    canary_spec = {"trafficPercent": 50, "predictor": {"name": "g2", "model": entry, "annotations": {PREV: V1}}}
+    story.patch({"spec": {"canary": [canary_spec]}})
+    story.kserve_reconciles()
+    story.rolled_out("image-classifier-g2-predictor")
+    story.moment()  # KServe sees the canary ready; the route follows on its next reconcile
+    at50 = story.moment()
+    story.patch({"spec": {"canary": [{**canary_spec, "trafficPercent": 100}]}})
+    story.moment()
+    at100 = story.moment()
+    story.patch(
+        {"spec": {"predictor": {"name": "g2", "model": {"storageUri": V2}, "annotations": {PREV: V1}}, "canary": None}}
+    )
+    story.kserve_reconciles()
+    story.rolled_out()
+    promoted = story.moment()
+    cluster = FakeCluster(start, start, at50, at50, at100, at100, at100, promoted)
+    out, _ = canary(capsys, cluster, "--steps", "50,100", overlay="raw", gate=ScriptedGate(True, True))
+    assert cluster.patches[0] == {"spec": {"canary": [canary_spec]}}
+    assert cluster.patches[-1] == {
+        "spec": {"predictor": {"name": "g2", "model": {"storageUri": V2}, "annotations": {PREV: V1}}, "canary": None}
+    }
+    assert "canary of ml-serving/image-classifier: Gateway API traffic split (spec.canary)" in out
+    assert "  ✓ all traffic on image-classifier-g2-predictor" in out
 
 
-def test_readiness_gate_fails_a_revision_that_is_not_ready():
-    state = isvc.parse(recorded("serverless-revision-failed"))
-    verdict = ReadinessGate().check(state, "image-classifier-predictor-00002", 60)
-    assert not verdict.passed and verdict.summary.startswith("InferenceService not Ready: RevisionFailed")
+def test_a_standard_rolling_canary_that_crash_loops_is_restored(capsys):
+    story = StandardStory()
+    start = story.moment()
+    story.patch({"spec": {"predictor": {"model": {"storageUri": V2}, "annotations": {PREV: V1}}}})
+    story.kserve_reconciles()
+    story.rolling(new_pod=CRASH_LOOP)
+    crashing = story.moment()
+    story.patch({"spec": {"predictor": {"model": {"storageUri": V1}, "annotations": {PREV: None}}}})
+    story.kserve_reconciles()
+    story.rolled_out()
+    restored = story.moment()
+    cluster = FakeCluster(start, start, crashing, crashing, restored)
+    _, err = canary(capsys, cluster, overlay="raw", gate=ScriptedGate(), code=1)
+    assert "CrashLoopBackOff (exit code 1): RuntimeError: model.json" in err
+    assert err.rstrip().endswith("rolled back: serving s3://models/image-classifier/v1")
+    assert cluster.patches[-1]["spec"]["predictor"]["model"] == {"storageUri": V1}
+
+
+def test_an_image_canary_sets_the_predictors_image_and_remembers_the_runtimes(capsys):
+    out, _ = isvctl(
+        capsys,
+        ["canary", "--image", "reg.example.com/p:0.2.0", "--dry-run"],
+        FakeCluster(KnativeStory().moment()),
+    )
+    assert '"image": "reg.example.com/p:0.2.0"' in out
+    assert '"isvctl.image-classifier.dev/previous-image": ""' in out

@@ -3,20 +3,18 @@
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
-from isvctl import cli
 
-from .conftest import KUBECTL, REPO_ROOT, FakeClock, FakeCluster
-from .fake_apiserver import FakeAPIServer, forbidden, not_found
+from .conftest import KUBECTL, REPO_ROOT, VENV_BIN
+from .fake_apiserver import FakeAPIServer, forbidden, not_found, webhook_denied
 
 
 def deploy_py(*args, kubeconfig, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
     env.update(KUBECONFIG=str(kubeconfig), HOME=str(tmp_path), TMPDIR=str(tmp_path))
     return subprocess.run(
-        [sys.executable, "scripts/deploy.py", *args, "--kubectl", KUBECTL],
+        [str(VENV_BIN / "isvctl"), *args, "--kubectl", KUBECTL],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -71,16 +69,21 @@ def test_rbac_forbidden_names_the_verb_and_resource(tmp_path, command, verb):
     assert_clean_error(
         done,
         f"forbidden: not allowed to {verb} inferenceservices.serving.kserve.io in namespace "
-        "ml-serving (RBAC; the deployer Role is in inferenceservices/components/security)",
+        "ml-serving (RBAC; the deployer Role is in inferenceservices/components/security): "
+        + forbidden(verb)[1]["message"],
     )
 
 
 def test_rbac_forbidden_on_patch(tmp_path):
     import json
 
-    from .conftest import recorded
+    from .scenes import KnativeStory
 
-    routes_doc = recorded("serverless-canary-10")
+    story = KnativeStory()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": "s3://m/v2"}}}})
+    story.knative_creates_revision()
+    story.revision_ready()
+    routes_doc = story.moment()[0]
     with FakeAPIServer(isvc_answer=(200, routes_doc)) as api:
         # GET answers the document; the PATCH to the same path is refused.
         api_forbidden = forbidden("patch")
@@ -101,10 +104,21 @@ def test_rbac_forbidden_on_patch(tmp_path):
             api._httpd.RequestHandlerClass.do_PATCH = original
     assert "promote: ml-serving/image-classifier" in done.stdout
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == (
+    assert done.stderr.startswith(
         "error: forbidden: not allowed to patch inferenceservices.serving.kserve.io in "
         "namespace ml-serving (RBAC; the deployer Role is in "
-        "inferenceservices/components/security)"
+        "inferenceservices/components/security): "
+    )
+
+
+def test_a_webhook_denial_shows_the_webhooks_own_message(tmp_path):
+    denial = webhook_denied("inferenceservice.kserve-webhook-server.validator", "[cpu] is not a supported metric")
+    with FakeAPIServer(isvc_answer=denial) as api:
+        done = deploy_py("status", kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
+    assert_clean_error(
+        done,
+        "InferenceService ml-serving/image-classifier was rejected by an admission webhook: admission webhook "
+        '"inferenceservice.kserve-webhook-server.validator" denied the request: [cpu] is not a supported metric',
     )
 
 
@@ -114,63 +128,14 @@ def test_inferenceservice_not_found(tmp_path):
     assert_clean_error(done, "InferenceService ml-serving/image-classifier not found: run `make deploy` first")
 
 
-def test_a_failed_revision_after_deploy_shows_the_condition_and_pod_events(capsys):
-    events = [
-        "Warning Failed pod/image-classifier-predictor-00002-deployment-5c9-abcde: "
-        "Error: failed to pull and unpack image"
-    ]
-    cluster = FakeCluster("serverless-canary-pending", "serverless-revision-failed", events=events)
-    code = cli.main(
-        ["deploy", "--overlay", "serverless", "--kubectl", KUBECTL], cluster_factory=lambda: cluster, clock=FakeClock()
-    )
-    err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
-    assert err.startswith("error: ml-serving/image-classifier: ModelLoadFailed: RuntimeError: model.json")
-    assert '  PredictorReady: RevisionFailed: Revision "image-classifier-predictor-00002" failed' in err
-    assert "recent pod events:\n  Warning Failed pod/image-classifier-predictor-00002-deployment-5c9-abcde" in err
-    assert [o["kind"] for o in cluster.applied][-1] == "InferenceService"
+def test_merge_patches_use_the_same_field_manager_as_server_side_apply(tmp_path):
+    from .scenes import KnativeStory
 
-
-def test_deploy_times_out_with_what_it_was_waiting_for(capsys):
-    cluster = FakeCluster("serverless-canary-pending")
-    code = cli.main(
-        ["deploy", "--overlay", "gpu", "--kubectl", KUBECTL, "--timeout-s", "30"],
-        cluster_factory=lambda: cluster,
-        clock=FakeClock(),
-    )
-    err = capsys.readouterr().err
-    assert code == 1
-    assert err.startswith("error: ml-serving/image-classifier: timed out after 30 s: model InProgress")
-
-
-def test_a_missing_overlay_is_named(capsys):
-    code = cli.main(["render", "--overlay", "prod", "--kubectl", KUBECTL], cluster_factory=FakeCluster)
-    assert code == 1
-    assert capsys.readouterr().err.startswith("error: no overlay at ")
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["autoscale", "--min-replicas", "5", "--max-replicas", "2"], "MIN_REPLICAS (5) is above MAX_REPLICAS (2)"),
-        (
-            ["autoscale", "--scale-metric", "concurrency"],
-            "SCALE_METRIC must be one of cpu, memory in Standard mode, got concurrency",
-        ),
-        (["autoscale", "--min-replicas", "0"], "MIN_REPLICAS=0 (scale to zero) needs Serverless mode"),
-        (["autoscale"], "nothing to change: set MIN_REPLICAS, MAX_REPLICAS, SCALE_METRIC or SCALE_TARGET"),
-        (["canary"], "a canary needs a new STORAGE_URI or IMAGE"),
-    ],
-)
-def test_invalid_requests_are_refused_before_anything_is_sent(capsys, argv, message):
-    cluster = FakeCluster("standard-ready")
-    code = cli.main(argv, cluster_factory=lambda: cluster, clock=FakeClock())
-    assert code == 1
-    assert capsys.readouterr().err.strip() == f"error: {message}"
-    assert cluster.patches == []
-
-
-def test_rollback_in_standard_mode_without_a_recorded_previous_model(capsys):
-    code = cli.main(["rollback"], cluster_factory=lambda: FakeCluster("standard-ready"), clock=FakeClock())
-    assert code == 1
-    assert "has no recorded previous model" in capsys.readouterr().err
+    story = KnativeStory()
+    story.patch({"spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": "s3://m/v2"}}}})
+    story.knative_creates_revision()
+    story.revision_ready()
+    with FakeAPIServer(isvc_answer=(200, story.moment()[0])) as api:
+        deploy_py("promote", "--timeout-s", "0", kubeconfig=api.kubeconfig(tmp_path), tmp_path=tmp_path)
+    patches = [path for command, path in api.requests if command == "PATCH"]
+    assert patches and all("fieldManager=isvctl" in path for path in patches)

@@ -1,4 +1,4 @@
-"""The image and the manifests pass their linters, and the Dockerfile keeps the issue's promises."""
+"""The image and the manifests pass their linters, and the Dockerfile keeps its promises."""
 
 import re
 import shutil
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from .conftest import BUILDS, REPO_ROOT, VENV_BIN
+from .conftest import OVERLAYS, REPO_ROOT, VENV_BIN, render
 
 CHECKOV = REPO_ROOT / ".tools" / "checkov" / "bin" / "checkov"
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
@@ -39,9 +39,9 @@ def test_hadolint_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_checkov_passes_on_every_rendered_overlay_and_the_dockerfile(rendered, tmp_path):
-    for build in BUILDS:
-        (tmp_path / f"{build.replace('/', '-')}.yaml").write_text(yaml.safe_dump_all(rendered(build)))
+def test_checkov_passes_on_every_rendered_overlay_and_the_dockerfile(tmp_path):
+    for overlay in OVERLAYS:
+        (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(render(overlay)))
     shutil.copy(REPO_ROOT / "Dockerfile", tmp_path / "Dockerfile")
     done = checkov("--directory", str(tmp_path), "--framework", "kubernetes", "dockerfile")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,4 +1,4 @@
-"""mk/deploy.mk: documented targets, overridable variables, DRY_RUN on every cluster target."""
+"""mk/deploy.mk: documented targets on a light venv, overridable variables, DRY_RUN only when asked."""
 
 import re
 import subprocess
@@ -9,8 +9,7 @@ from .conftest import REPO_ROOT
 
 MK = (REPO_ROOT / "mk" / "deploy.mk").read_text()
 TARGETS = [
-    "image",
-    "push",
+    "deploy-tools",
     "render",
     "deploy",
     "canary",
@@ -30,12 +29,25 @@ VARIABLES = [
     "OVERLAY",
     "CANARY_PERCENT",
     "CANARY_STEPS",
+    "BAKE_TIME_S",
+    "GATE_INTERVAL_S",
     "MIN_REPLICAS",
     "MAX_REPLICAS",
     "SCALE_METRIC",
     "SCALE_TARGET",
+    "PROMETHEUS_URL",
+    "DEPLOY_VENV",
     "KUBECTL",
 ]
+
+
+def make_n(*args: str) -> str:
+    done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return done.stdout.replace("\\\n", " ")
+
+
+def isvctl_line(*args: str) -> str:
+    return next(line for line in make_n(*args).splitlines() if "/isvctl " in line)
 
 
 def test_help_prints_sections_and_one_line_per_target():
@@ -43,12 +55,16 @@ def test_help_prints_sections_and_one_line_per_target():
         ["make", "--no-print-directory", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
-    assert "\nDeployment\n" in plain and "\nContainer image\n" in plain
+    assert "\nDeployment\n" in plain
     for target in TARGETS:
         assert len(re.findall(rf"^  {target}\s+\S", plain, re.M)) == 1, target
 
 
-@pytest.mark.parametrize("target", TARGETS + ["tools"])
+def test_the_image_targets_live_elsewhere():
+    assert not re.search(r"^(image|push):", MK, re.M)
+
+
+@pytest.mark.parametrize("target", [*TARGETS, "tools"])
 def test_each_target_is_phony(target):
     assert f".PHONY: {target}\n{target}:" in MK
 
@@ -59,12 +75,37 @@ def test_variables_are_overridable(variable):
 
 
 @pytest.mark.parametrize("target", CLUSTER_TARGETS)
-def test_cluster_targets_pass_dry_run(target):
-    done = subprocess.run(
-        ["make", "-n", target, "DRY_RUN=1"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+def test_cluster_targets_need_only_the_deploy_venv(target):
+    line = isvctl_line(target, "DRY_RUN=1")
+    assert line.lstrip().startswith(".venv-deploy/bin/isvctl ")
+    assert f"\n{target}: deploy-tools ##" in MK
+
+
+@pytest.mark.parametrize(
+    "value, on", [("1", True), ("true", True), ("yes", True), ("0", False), ("false", False), ("", False)]
+)
+def test_dry_run_is_on_only_for_1_true_or_yes(capsys, value, on):
+    from isvctl import cli
+
+    assert cli.flag(value) is on
+    assert f"--dry-run='{value}'" in isvctl_line("status", f"DRY_RUN={value}")
+
+
+def test_variables_reach_isvctl_and_image_only_when_given():
+    line = isvctl_line(
+        "canary", "NAMESPACE=prod", "NAME=cats", "STORAGE_URI=s3://b/v9", "CANARY_STEPS=10,50,100", "IMAGE=r/p:2"
     )
-    assert "--dry-run" in done.stdout
+    for expected in (
+        "--namespace 'prod'",
+        "--name 'cats'",
+        "--storage-uri 's3://b/v9'",
+        "--steps '10,50,100'",
+        "--image 'r/p:2'",
+    ):
+        assert expected in line
+    assert "--image ''" in isvctl_line("canary", "STORAGE_URI=s3://b/v9")
 
 
-def test_make_test_sets_up_the_lint_tools():
+def test_make_test_sets_up_the_lint_tools_and_clean_removes_the_deploy_venv():
     assert re.search(r"^test: tools$", MK, re.M)
+    assert "rm -rf .venv-deploy" in make_n("clean")
