@@ -9,13 +9,12 @@ import pytest
 import torch
 from kserve.errors import InvalidInput
 
+from devtools.artifacts import make_small_artifact, reference_batch
+from devtools.photos import encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.codec import EncodedImage, Job, PixelImage, PreprocessedImage
 from predictor.engine import Engine, EngineConfig, batch_buckets
 from predictor.preprocess import EvalTransform
-
-from ._artifacts import make_small_artifact, reference_batch
-from ._images import encode, jpeg, photo
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import skimage.data
 import torch
 
+from devtools.artifacts import FORMATS, export_model_module, make_small_artifact, reference_batch
 from predictor.artifact import ArtifactError, file_sha256, load_artifact, read_spec
-from tests._artifacts import FORMATS, export_model_module, make_small_artifact, reference_batch
 
 CAT_LABELS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}
 COFFEE_LABELS = {"espresso", "cup", "coffee mug"}

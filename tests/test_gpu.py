@@ -1,6 +1,6 @@
 """The GPU pipeline, on a real GPU: nvJPEG decode, bf16, CUDA graphs per bucket, real CUDA
-out-of-memory. Skipped where there is no CUDA device (CI, the 2-core dev machine); run on a GPU
-machine with `pytest tests/test_gpu.py` (see docs/BENCHMARKS.md for the device run)."""
+out-of-memory. Skipped where there is no CUDA device; on a machine with one, `make gpu-check` runs
+it with the GPU benchmarks (docs/BENCHMARKS.md, "GPU")."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import asyncio
 import pytest
 import torch
 
+from devtools import launcher
+from devtools.payloads import b64
+from devtools.photos import CAT_CLASSES, COFFEE_CLASSES, encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.codec import EncodedImage, Job, PixelImage
 from predictor.engine import Engine, EngineConfig
 from predictor.imaging import decode_cpu, decode_jpegs_gpu
 from predictor.preprocess import EvalTransform
-
-from . import _server
-from ._images import CAT_CLASSES, COFFEE_CLASSES, b64, encode, jpeg, photo
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -116,7 +116,7 @@ def test_a_real_cuda_out_of_memory_splits_the_batch_and_recovers(lite0):
 
 
 def test_the_server_serves_on_the_gpu(default_model_dir):
-    running = _server.start(default_model_dir, "--device", "cuda", "--max_batch_size", "32")
+    running = launcher.start(default_model_dir, "--device", "cuda", "--max_batch_size", "32")
     try:
         import httpx
 
