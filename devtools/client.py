@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,20 +23,20 @@ from .payloads import Prediction
 TIMEOUT_S = 60
 
 
-def _v1(url: str, model: str, images: list[bytes], top_k: int) -> list[Prediction]:
-    r = httpx.post(
-        f"http://{url}{payloads.v1_path(model)}", json=payloads.v1_body(*images, top_k=top_k), timeout=TIMEOUT_S
-    )
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.post(url, json=body, timeout=TIMEOUT_S)
     r.raise_for_status()
-    return payloads.v1_predictions(r.json())
+    return r.json()
+
+
+def _v1(url: str, model: str, images: list[bytes], top_k: int) -> list[Prediction]:
+    body = payloads.v1_body(*images, top_k=top_k)
+    return payloads.v1_predictions(_post(f"http://{url}{payloads.v1_path(model)}", body))
 
 
 def _v2(url: str, model: str, images: list[bytes], top_k: int) -> list[Prediction]:
-    r = httpx.post(
-        f"http://{url}{payloads.v2_path(model)}", json=payloads.v2_body(*images, top_k=top_k), timeout=TIMEOUT_S
-    )
-    r.raise_for_status()
-    return payloads.v2_predictions(r.json())
+    body = payloads.v2_body(*images, top_k=top_k)
+    return payloads.v2_predictions(_post(f"http://{url}{payloads.v2_path(model)}", body))
 
 
 def _grpc(url: str, model: str, images: list[bytes], top_k: int) -> list[Prediction]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -75,6 +76,15 @@ class RunningServer:
 
     def metrics(self) -> metrics.Metrics:
         return metrics.scrape(self.base_url)
+
+    async def until_inflight(self, client: httpx.AsyncClient, count: int, timeout_s: float = 20) -> None:
+        """Until the server holds `count` requests in flight (its own gauge), or timeout_s passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            held = await metrics.scrape_async(client, self.base_url)
+            if held is not None and held.get("predictor_inflight_requests", 0) >= count:
+                return
+            await asyncio.sleep(0.02)
 
     def cpu_s(self) -> float | None:
         """CPU seconds used so far by the server and, under --workers, by its workers."""

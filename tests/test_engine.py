@@ -9,12 +9,11 @@ import pytest
 import torch
 from kserve.errors import InvalidInput
 
-from devtools.artifacts import make_small_artifact, reference_batch
+from devtools.artifacts import eval_transform, make_small_artifact, reference_batch
 from devtools.photos import encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.codec import EncodedImage, Job, PixelImage, PreprocessedImage
 from predictor.engine import Engine, EngineConfig, batch_buckets
-from predictor.preprocess import EvalTransform
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +23,8 @@ def small(tmp_path_factory):
     return load_artifact(directory)
 
 
-def _transform(spec) -> EvalTransform:
-    return EvalTransform(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=spec.mean,
-        std=spec.std,
-        interpolation=spec.interpolation,
-    )
-
-
 def _engine(artifact, **config) -> Engine:
-    engine = Engine(artifact.module, _transform(artifact.spec), EngineConfig(device="cpu", **config))
+    engine = Engine(artifact.module, eval_transform(artifact.spec), EngineConfig(device="cpu", **config))
     engine.warmup()
     return engine
 
@@ -97,7 +86,7 @@ class _RunsOutOfMemoryAbove(torch.nn.Module):
 
 def test_out_of_memory_splits_the_batch_and_every_image_is_answered(small, caplog):
     module = _RunsOutOfMemoryAbove(small.module, limit=2)
-    engine = Engine(module, _transform(small.spec), EngineConfig(device="cpu", max_batch_size=8))
+    engine = Engine(module, eval_transform(small.spec), EngineConfig(device="cpu", max_batch_size=8))
     jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee") * 4]
     alone = _run(engine, jobs[:2])
     module.calls.clear()
@@ -132,7 +121,7 @@ class _TinyNet(torch.nn.Module):
 
 
 def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
-    transform = _transform(small.spec)
+    transform = eval_transform(small.spec)
     eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
     compiled = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4, compile=True))
     compiled.warmup()  # compiles every bucket before the first request
@@ -146,7 +135,7 @@ def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
 
 
 def test_compiled_engine_captures_only_the_chosen_buckets(small):
-    transform = _transform(small.spec)
+    transform = eval_transform(small.spec)
     eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
     config = EngineConfig(device="cpu", max_batch_size=4, compile=True, batch_buckets=(1, 4))
     compiled = Engine(_TinyNet().eval(), transform, config)

@@ -175,6 +175,9 @@ v2_shapes = st.one_of(
 output_parameters = st.dictionaries(
     st.sampled_from(["classification", "class_count", "binary_data", "other"]), integer_like, max_size=3
 )
+requested_outputs = st.builds(
+    RequestedOutput, st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)), output_parameters
+)
 
 
 @st.composite
@@ -245,19 +248,7 @@ def v2_requests(draw: st.DrawFn) -> InferRequest:
             st.none(), st.dictionaries(st.sampled_from(["top_k", "binary_data_output", "x"]), integer_like, max_size=2)
         )
     )
-    outputs = draw(
-        st.one_of(
-            st.none(),
-            st.lists(
-                st.builds(
-                    RequestedOutput,
-                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
-                    output_parameters,
-                ),
-                max_size=3,
-            ),
-        )
-    )
+    outputs = draw(st.one_of(st.none(), st.lists(requested_outputs, max_size=3)))
     return InferRequest(model_name="m", infer_inputs=inputs, parameters=parameters, request_outputs=outputs)
 
 
@@ -269,17 +260,7 @@ def broken_v2(draw: st.DrawFn) -> InferRequest:
     if what == "top_k":
         request.parameters = {"top_k": draw(integer_like)}
     elif what == "outputs":
-        request.request_outputs = draw(
-            st.lists(
-                st.builds(
-                    RequestedOutput,
-                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
-                    output_parameters,
-                ),
-                min_size=1,
-                max_size=3,
-            )
-        )
+        request.request_outputs = draw(st.lists(requested_outputs, min_size=1, max_size=3))
     elif what == "shape":
         tensor.shape = draw(v2_shapes)
     elif what == "datatype":

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from devtools import launcher
+from devtools.artifacts import eval_transform
 from devtools.payloads import b64
 from devtools.photos import CAT_CLASSES, COFFEE_CLASSES, encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.codec import EncodedImage, Job, PixelImage
 from predictor.engine import Engine, EngineConfig
 from predictor.imaging import decode_cpu, decode_jpegs_gpu
-from predictor.preprocess import EvalTransform
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,16 +24,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture(scope="module")
 def lite0(default_model_dir):
     return load_artifact(default_model_dir)
-
-
-def _transform(spec) -> EvalTransform:
-    return EvalTransform(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=spec.mean,
-        std=spec.std,
-        interpolation=spec.interpolation,
-    )
 
 
 def _run(engine: Engine, jobs: list[Job]):
@@ -62,10 +52,10 @@ def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
         Job(EncodedImage(encode(photo("coffee"), "PNG")), 5),
         Job(PixelImage(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous()), 5),
     ]
-    cpu = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cpu", max_batch_size=4))
+    cpu = Engine(lite0.module, eval_transform(lite0.spec), EngineConfig(device="cpu", max_batch_size=4))
     gpu = Engine(
         load_artifact(lite0.directory).module,
-        _transform(lite0.spec),
+        eval_transform(lite0.spec),
         EngineConfig(device="cuda", precision=precision, max_batch_size=4),
     )
     gpu.warmup()
@@ -77,10 +67,10 @@ def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
 
 
 def test_compiled_cuda_graph_buckets_agree_with_eager(lite0):
-    eager = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cuda", max_batch_size=8))
+    eager = Engine(lite0.module, eval_transform(lite0.spec), EngineConfig(device="cuda", max_batch_size=8))
     compiled = Engine(
         load_artifact(lite0.directory).module,
-        _transform(lite0.spec),
+        eval_transform(lite0.spec),
         EngineConfig(device="cuda", max_batch_size=8, compile=True),
     )
     compiled.warmup()
@@ -107,7 +97,7 @@ class _HungryNet(torch.nn.Module):
 
 def test_a_real_cuda_out_of_memory_splits_the_batch_and_recovers(lite0):
     module = _HungryNet(lite0.module, limit=2)
-    engine = Engine(module, _transform(lite0.spec), EngineConfig(device="cuda", precision="fp32", max_batch_size=8))
+    engine = Engine(module, eval_transform(lite0.spec), EngineConfig(device="cuda", precision="fp32", max_batch_size=8))
     jobs = [Job(EncodedImage(jpeg(n)), 3) for n in ("chelsea", "coffee") * 4]
     results = _run(engine, jobs)
     assert all(not isinstance(r, Exception) for r in results)

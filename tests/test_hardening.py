@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from devtools import launcher, triton_grpc
-from devtools.metrics import parse
 from devtools.payloads import v1_body, v2_binary_tensor, v2_body
 from devtools.photos import CAT_CLASSES, blank_png, encode, jpeg, photo
 
@@ -302,13 +301,8 @@ def test_sigterm_with_50_requests_in_flight_answers_all_50_and_exits_0(default_m
     async def scenario():
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
             tasks = [asyncio.create_task(client.post(url, json=body)) for _ in range(50)]
-            # Wait until the server holds them all, then pull the plug.
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                inflight = parse((await client.get(f"{running.base_url}/metrics")).text)
-                if inflight.get("predictor_inflight_requests", 0) >= 20:
-                    break
-                await asyncio.sleep(0.02)
+            # Wait until the server holds them, then pull the plug.
+            await running.until_inflight(client, 20)
             running.process.send_signal(15)
             signalled = time.monotonic()
             await asyncio.sleep(0.1)

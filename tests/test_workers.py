@@ -23,7 +23,6 @@ import pytest
 from devtools import launcher
 from devtools.artifacts import make_small_artifact
 from devtools.launcher import RunningServer
-from devtools.metrics import parse
 from devtools.payloads import grpc_predict, v1_body, v2_body
 from devtools.photos import CAT_CLASSES, jpeg
 from predictor.__main__ import build_parser
@@ -125,12 +124,7 @@ def test_sigterm_drains_every_worker_answers_all_in_flight_and_exits_0(tmp_path)
     async def scenario() -> list[object]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=40)) as client:
             tasks = [asyncio.create_task(client.post(url, json=body)) for _ in range(40)]
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                inflight = parse((await client.get(f"{running.base_url}/metrics")).text)
-                if inflight.get("predictor_inflight_requests", 0) >= 10:
-                    break
-                await asyncio.sleep(0.01)
+            await running.until_inflight(client, 10)
             running.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*tasks, return_exceptions=True)
 
