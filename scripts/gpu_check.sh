@@ -51,7 +51,7 @@ stage() {  # name limit_s command...: log to $OUTPUT_DIR/name.log, print its exi
 } >"$OUTPUT_DIR/machine.log" 2>&1
 tail -n 1 "$OUTPUT_DIR/machine.log"
 
-PREDICTOR_TEST_MODEL_DIR=$PWD/$MODEL_DIR stage test_gpu 300 "$PYTHON" -m pytest tests/test_gpu.py -q -p no:cacheprovider
+PREDICTOR_TEST_MODEL_DIR=$(realpath "$MODEL_DIR") stage test_gpu 300 "$PYTHON" -m pytest tests/test_gpu.py -q -p no:cacheprovider
 stage export_resnet50 300 "$PYTHON" scripts/export_model.py --arch resnet50 --output "$RESNET_DIR"
 
 stage engine 300 "$PYTHON" scripts/bench.py --model_dir "$RESNET_DIR" --engine_only --engine_batch_size 256 \
