@@ -61,11 +61,17 @@ bench: install model ## Benchmark: batched vs max_batch_size=1, engine-only vs p
 	$(PYTHON) scripts/bench.py --model_dir $(MODEL_DIR) $(BENCH_ARGS)
 
 .PHONY: soak
-soak: install model ## Bounded overload + soak run: status codes, p99, memory growth
+soak: install model ## Bounded overload + soak run: status codes, p99, memory growth; writes soak-report.json
 	$(PYTHON) scripts/soak.py --model_dir $(MODEL_DIR)
 
+.PHONY: gpu-check
+gpu-check: install model ## With an NVIDIA GPU: GPU tests, then engine and end-to-end GPU benchmarks; writes bench-results/gpu/
+	PYTHON=$(PYTHON) MODEL_DIR=$(MODEL_DIR) bash scripts/gpu_check.sh
+
 .PHONY: clean
-clean: ## Remove the venv, built models and caches
-	rm -rf $(VENV) models bench-results .pytest_cache .hypothesis .mypy_cache
+clean: ## Remove everything make created: venvs, models, benchmark and soak results, caches
+	rm -rf $(VENV) .tools models bench-results soak-report.json *.egg-info build dist \
+		.pytest_cache .hypothesis .ruff_cache .mypy_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 include mk/deploy.mk

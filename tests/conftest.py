@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools import launcher
+from devtools.artifacts import export_default_model
 from predictor.artifact import load_artifact, read_spec
-
-from . import _server
 
 DEFAULT_MODEL_DIR_ENV = "PREDICTOR_TEST_MODEL_DIR"
 
@@ -19,11 +19,7 @@ def default_model_dir(tmp_path_factory) -> Path:
     """The default model (EfficientNet-Lite0, ImageNet) exported the way `make model` does it."""
     if os.environ.get(DEFAULT_MODEL_DIR_ENV):
         return Path(os.environ[DEFAULT_MODEL_DIR_ENV])
-    from scripts.export_model import export
-
-    out = tmp_path_factory.mktemp("efficientnet-lite0")
-    export(out, arch="efficientnet-lite0")
-    return out
+    return export_default_model(tmp_path_factory.mktemp("efficientnet-lite0"))
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +35,6 @@ def labels(default_model_dir) -> tuple[str, ...]:
 @pytest.fixture(scope="session")
 def server(default_model_dir):
     """One server for the protocol and bad-input tests: small batches, CPU."""
-    running = _server.start(default_model_dir, "--max_batch_size", "8", "--max_latency_ms", "2")
+    running = launcher.start(default_model_dir, "--max_batch_size", "8", "--max_latency_ms", "2")
     yield running
     running.stop()

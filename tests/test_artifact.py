@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from devtools.artifacts import SMALL_CROP_PX, SMALL_NUM_CLASSES, copy_artifact, make_small_artifact
 from predictor.artifact import (
     ALLOWED_STORAGE_SCHEMES,
     FORMATS,
@@ -27,7 +28,6 @@ from predictor.artifact import (
     load_artifact,
     read_spec,
 )
-from tests._artifacts import SMALL_CROP_PX, SMALL_NUM_CLASSES, copy_artifact, make_small_artifact
 
 VALID_SPEC = {
     "schema_version": 1,

@@ -3,15 +3,15 @@ never a 500 or a stack trace, and the server still answers a reference image cor
 
 from __future__ import annotations
 
-import json
 import struct
 
 import httpx
 import numpy as np
 import pytest
 
-from . import _triton_grpc
-from ._images import b64, encode, jpeg, photo
+from devtools import triton_grpc
+from devtools.payloads import BINARY_HEADER, b64, bytes_element, v1_body, v2_binary_request, v2_binary_tensor, v2_input
+from devtools.photos import encode, jpeg, photo
 
 
 @pytest.fixture
@@ -26,27 +26,6 @@ def _no_internals(text: str) -> None:
         assert leak not in text, text
 
 
-def v1(server, body, **kw) -> httpx.Response:
-    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        content=content,
-        headers={"content-type": "application/json"},
-        timeout=60,
-        **kw,
-    )
-
-
-def v2(server, body, headers=None) -> httpx.Response:
-    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(
-        f"{server.base_url}/v2/models/{server.model_name}/infer",
-        content=content,
-        headers=headers or {"content-type": "application/json"},
-        timeout=60,
-    )
-
-
 def _expect_400(r: httpx.Response, *fragments: str) -> None:
     assert r.status_code == 400, (r.status_code, r.text)
     message = r.json()["error"]
@@ -56,7 +35,7 @@ def _expect_400(r: httpx.Response, *fragments: str) -> None:
 
 
 def _bytes_input(data: list) -> dict:
-    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(data)], "data": data}]}
+    return {"inputs": [v2_input("image", "BYTES", [len(data)], data)]}
 
 
 V1_CASES = {
@@ -75,12 +54,12 @@ V1_CASES = {
 @pytest.mark.parametrize("case", list(V1_CASES))
 def test_v1_bad_input(server, still_serving, case):
     body, fragments = V1_CASES[case]
-    _expect_400(v1(server, body), *fragments)
+    _expect_400(server.post_v1(body), *fragments)
 
 
 def test_a_truncated_jpeg_gets_400_naming_the_decode_failure(server, still_serving):
     truncated = jpeg("chelsea")[:2000]
-    r = v1(server, {"instances": [{"b64": b64(truncated)}]})
+    r = server.post_v1(v1_body(truncated, bare=True))
     _expect_400(r, "could not be decoded")
 
 
@@ -164,12 +143,7 @@ V2_CASES = {
 @pytest.mark.parametrize("case", list(V2_CASES))
 def test_v2_rest_bad_input(server, still_serving, case):
     body, fragments = V2_CASES[case]
-    _expect_400(v2(server, body), *fragments)
-
-
-def _binary_body(header: dict, binary: bytes) -> tuple[bytes, int]:
-    head = json.dumps(header).encode()
-    return head + binary, len(head)
+    _expect_400(server.post_v2(body), *fragments)
 
 
 @pytest.mark.parametrize(
@@ -177,105 +151,31 @@ def _binary_body(header: dict, binary: bytes) -> tuple[bytes, int]:
     [("abc", "must be an integer"), ("-5", "must be >= 0"), ("999999", "body has only")],
 )
 def test_v2_binary_header_that_is_not_a_valid_length(server, still_serving, header_value, fragment):
-    body, _ = _binary_body(
-        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4}}]},
-        struct.pack("<I", 0),
-    )
-    r = v2(
-        server,
-        body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": header_value},
-    )
-    _expect_400(r, fragment)
+    body, headers = v2_binary_request("image", "BYTES", [1], bytes_element(b""))
+    _expect_400(server.post_v2(body, headers | {BINARY_HEADER: header_value}), fragment)
 
 
 def test_v2_binary_size_larger_than_what_was_sent(server, still_serving):
     image = jpeg("chelsea")
-    body, length = _binary_body(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": len(image) + 100},
-                }
-            ]
-        },
-        struct.pack("<I", len(image)) + image,
-    )
-    r = v2(
-        server,
-        body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
-    )
-    _expect_400(r, "binary_data_size")
+    body, headers = v2_binary_request("image", "BYTES", [1], bytes_element(image), binary_data_size=len(image) + 100)
+    _expect_400(server.post_v2(body, headers), "binary_data_size")
 
 
 def test_v2_binary_bytes_element_length_prefix_lies(server, still_serving):
     payload = struct.pack("<I", 10_000) + b"abc"
-    body, length = _binary_body(
-        {
-            "inputs": [
-                {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}
-            ]
-        },
-        payload,
-    )
-    r = v2(
-        server,
-        body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
-    )
-    _expect_400(r, "declares 10000 bytes")
+    body, headers = v2_binary_request("image", "BYTES", [1], payload)
+    _expect_400(server.post_v2(body, headers), "declares 10000 bytes")
 
 
 def test_v2_binary_fp32_byte_count_mismatch(server, still_serving):
-    raw = np.zeros(10, dtype=np.float32).tobytes()
-    body, length = _binary_body(
-        {
-            "inputs": [
-                {
-                    "name": "tensor",
-                    "datatype": "FP32",
-                    "shape": [1, 3, 224, 224],
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ]
-        },
-        raw,
-    )
-    r = v2(
-        server,
-        body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
-    )
-    _expect_400(r, "needs 602112 bytes of FP32, got 40")
+    body, headers = v2_binary_request("tensor", "FP32", [1, 3, 224, 224], np.zeros(10, dtype=np.float32).tobytes())
+    _expect_400(server.post_v2(body, headers), "needs 602112 bytes of FP32, got 40")
 
 
 def test_v2_binary_nan_tensor(server, still_serving):
     array = np.zeros((1, 3, 224, 224), dtype=np.float32)
     array[0, 1, 2, 3] = np.inf
-    raw = array.tobytes()
-    body, length = _binary_body(
-        {
-            "inputs": [
-                {
-                    "name": "tensor",
-                    "datatype": "FP32",
-                    "shape": [1, 3, 224, 224],
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ]
-        },
-        raw,
-    )
-    r = v2(
-        server,
-        body,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(length)},
-    )
-    _expect_400(r, "NaN or Inf")
+    _expect_400(server.post_v2(*v2_binary_tensor("tensor", array)), "NaN or Inf")
 
 
 @pytest.mark.parametrize(
@@ -290,15 +190,15 @@ def test_v2_binary_nan_tensor(server, still_serving):
     ids=["not an image", "wrong dtype", "unknown input", "nan", "tiff"],
 )
 def test_grpc_bad_inputs_are_invalid_argument(server, still_serving, name, datatype, array, fragment):
-    with pytest.raises(_triton_grpc.TritonGrpcError) as info:
-        _triton_grpc.infer(server.grpc_url, server.model_name, [(name, datatype, array)])
+    with pytest.raises(triton_grpc.TritonGrpcError) as info:
+        triton_grpc.infer(server.grpc_url, server.model_name, [(name, datatype, array)])
     assert info.value.status == "StatusCode.INVALID_ARGUMENT", info.value
     assert fragment in info.value.message, info.value.message
     _no_internals(info.value.message)
 
 
 def test_grpc_empty_request(server, still_serving):
-    with pytest.raises(_triton_grpc.TritonGrpcError) as info:
-        _triton_grpc.infer(server.grpc_url, server.model_name, [])
+    with pytest.raises(triton_grpc.TritonGrpcError) as info:
+        triton_grpc.infer(server.grpc_url, server.model_name, [])
     assert info.value.status == "StatusCode.INVALID_ARGUMENT"
     assert "no inputs" in info.value.message

@@ -4,22 +4,19 @@ clients share device batches, and each gets the answer it would get alone."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 import httpx
 import numpy as np
 from kserve import InferenceGRPCClient
-from kserve.protocol.infer_type import InferInput, InferRequest
 
-from ._images import b64, encode, jpeg, photo
+from devtools.metrics import Metrics, parse
+from devtools.payloads import infer_request, infer_response_predictions, v1_body, v2_body, v2_outputs
+from devtools.photos import encode, jpeg, photo
 
 
-def _histogram(metrics_text: str, name: str) -> tuple[float, float]:
-    """(count of observations <= 1, total count) of a Prometheus histogram."""
-    ones = re.search(rf'^{name}_bucket{{le="1.0"}} ([0-9.e+]+)$', metrics_text, re.M)
-    total = re.search(rf"^{name}_count ([0-9.e+]+)$", metrics_text, re.M)
-    assert ones and total, metrics_text[:2000]
-    return float(ones.group(1)), float(total.group(1))
+def _batches(metrics: Metrics) -> tuple[float, float]:
+    """(batches of one image, all batches) so far, from the batch-size histogram."""
+    return metrics.value("predictor_batch_size_bucket", le="1.0"), metrics.value("predictor_batch_size_count")
 
 
 IMAGES = {
@@ -31,28 +28,23 @@ IMAGES = {
 
 
 async def _v1(client: httpx.AsyncClient, server, data: bytes) -> tuple[list[int], list[float]]:
-    r = await client.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict", json={"instances": [{"b64": b64(data)}]}
-    )
+    r = await client.post(server.v1_url, json=v1_body(data, bare=True))
     assert r.status_code == 200, r.text
     p = r.json()["predictions"][0]
     return p["class_indices"], p["probabilities"]
 
 
 async def _v2_rest(client: httpx.AsyncClient, server, data: bytes) -> tuple[list[int], list[float]]:
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(data)]}]}
-    r = await client.post(f"{server.base_url}/v2/models/{server.model_name}/infer", json=body)
+    r = await client.post(server.v2_url, json=v2_body(data))
     assert r.status_code == 200, r.text
-    outputs = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    outputs = v2_outputs(r.json())
     return outputs["class_indices"], outputs["probabilities"]
 
 
 async def _v2_grpc(client: InferenceGRPCClient, server, data: bytes) -> tuple[list[int], list[float]]:
-    tensor = InferInput("image", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([data], dtype=np.object_), binary_data=True)
-    response = await client.infer(InferRequest(model_name=server.model_name, infer_inputs=[tensor]))
-    outputs = {o.name: o.as_numpy() for o in response.outputs}
-    return outputs["class_indices"][0].tolist(), outputs["probabilities"][0].tolist()
+    response = await client.infer(infer_request(server.model_name, data))
+    prediction = infer_response_predictions(response)[0]
+    return prediction["class_indices"], prediction["probabilities"]
 
 
 def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_answers(server):
@@ -61,7 +53,7 @@ def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_ans
             grpc = InferenceGRPCClient(server.grpc_url, timeout=120)
             try:
                 alone = {name: await _v1(http, server, data) for name, data in IMAGES.items()}
-                before = _histogram((await http.get(f"{server.base_url}/metrics")).text, "predictor_batch_size")
+                before = _batches(parse((await http.get(f"{server.base_url}/metrics")).text))
                 calls, expected = [], []
                 for round_ in range(6):
                     for i, (name, data) in enumerate(IMAGES.items()):
@@ -73,7 +65,7 @@ def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_ans
                         calls.append(call)
                         expected.append(name)
                 results = await asyncio.gather(*calls)
-                after = _histogram((await http.get(f"{server.base_url}/metrics")).text, "predictor_batch_size")
+                after = _batches(parse((await http.get(f"{server.base_url}/metrics")).text))
                 return alone, expected, results, before, after
             finally:
                 await grpc.close()
@@ -91,8 +83,7 @@ def test_concurrent_clients_of_every_protocol_form_batches_and_get_their_own_ans
 def test_one_request_with_many_images_is_split_across_batches_and_kept_in_order(server):
     # The server's max_batch_size is 8: 12 images need at least two batches.
     order = ["chelsea", "coffee", "astronaut", "rocket"] * 3
-    body = {"instances": [{"b64": b64(IMAGES[n])} for n in order]}
-    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", json=body, timeout=120)
+    r = server.post_v1(v1_body(*[IMAGES[n] for n in order], bare=True), timeout_s=120)
     assert r.status_code == 200, r.text
     predictions = r.json()["predictions"]
     assert len(predictions) == 12

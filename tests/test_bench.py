@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench import STAGES, batch_distribution, parse_metrics
-
-from ._images import CAT_CLASSES
+from devtools.artifacts import make_small_artifact
+from devtools.bench.sweep import STAGES, batch_distribution
+from devtools.metrics import parse
+from devtools.photos import CAT_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("grpc", "rest", "v1")
@@ -23,12 +24,18 @@ CONCURRENCY = (1, 3)
 ENGINE_BATCH_SIZES = (1, 2)
 
 
+def run_bench(*flags: str, output_dir: Path, timeout_s: float) -> dict:
+    """scripts/bench.py as `make bench` runs it; its bench.json."""
+    cmd = [sys.executable, "scripts/bench.py", *flags, "--output_dir", str(output_dir)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((output_dir / "bench.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def report(default_model_dir, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench")
-    cmd = [
-        sys.executable,
-        "scripts/bench.py",
+    data = run_bench(
         "--model_dir",
         str(default_model_dir),
         "--protocols",
@@ -45,12 +52,10 @@ def report(default_model_dir, tmp_path_factory) -> tuple[dict, Path]:
         "2",
         "--engine_batch_size",
         ",".join(map(str, ENGINE_BATCH_SIZES)),
-        "--output_dir",
-        str(out),
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=85)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((out / "bench.json").read_text()), out
+        output_dir=out,
+        timeout_s=85,
+    )
+    return data, out
 
 
 def test_every_step_ran_without_errors(report):
@@ -106,8 +111,8 @@ def _batch_histogram(cumulative: dict[str, float], total: float) -> str:
 
 
 def test_batch_histogram_diff_is_per_bucket_not_cumulative():
-    before = parse_metrics(_batch_histogram({"1.0": 1, "2.0": 1, "4.0": 2, "+Inf": 2}, total=5))
-    after = parse_metrics(_batch_histogram({"1.0": 3, "2.0": 5, "4.0": 9, "+Inf": 9}, total=24))
+    before = parse(_batch_histogram({"1.0": 1, "2.0": 1, "4.0": 2, "+Inf": 2}, total=5))
+    after = parse(_batch_histogram({"1.0": 3, "2.0": 5, "4.0": 9, "+Inf": 9}, total=24))
     assert batch_distribution(before, after) == {
         "batches": 7,
         "images": 19,
@@ -117,14 +122,9 @@ def test_batch_histogram_diff_is_per_bucket_not_cumulative():
 
 
 def test_clients_spread_over_processes_load_a_multi_worker_server(tmp_path):
-    """The set-up the GPU target needs: client processes and gRPC channels against --workers."""
-    from ._artifacts import make_small_artifact
-
+    """The set-up a GPU benchmark needs: client processes and gRPC channels against --workers."""
     make_small_artifact(tmp_path / "small")
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "scripts/bench.py",
+    steps = run_bench(
         "--model_dir",
         str(tmp_path / "small"),
         "--model_name",
@@ -145,12 +145,9 @@ def test_clients_spread_over_processes_load_a_multi_worker_server(tmp_path):
         "4",
         "--server_args",
         "--workers 2",
-        "--output_dir",
-        str(out),
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    steps = json.loads((out / "bench.json").read_text())["steps"]
+        output_dir=tmp_path / "out",
+        timeout_s=120,
+    )["steps"]
     assert {s["protocol"] for s in steps} == {"grpc", "v1"}
     for s in steps:
         assert s["errors_total"] == 0 and s["requests_ok"] > 0, s

@@ -11,13 +11,12 @@ import pytest
 import torch
 from kserve.errors import InvalidInput
 
+from devtools.artifacts import make_small_artifact, reference_batch
+from devtools.photos import encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.engine import Engine, EngineConfig, batch_buckets
 from predictor.jobs import EncodedImage, Job, PixelImage, PreprocessedImage
 from predictor.preprocess import EvalTransform
-
-from ._artifacts import make_small_artifact, reference_batch
-from ._images import encode, jpeg, photo
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +26,8 @@ def small(tmp_path_factory):
     return load_artifact(directory)
 
 
-def _transform(spec) -> EvalTransform:
-    return EvalTransform.from_spec(spec)
-
-
 def _engine(artifact, **config) -> Engine:
-    engine = Engine(artifact.module, _transform(artifact.spec), EngineConfig(device="cpu", **config))
+    engine = Engine(artifact.module, EvalTransform.from_spec(artifact.spec), EngineConfig(device="cpu", **config))
     engine.warmup()
     return engine
 
@@ -94,7 +89,7 @@ class _RunsOutOfMemoryAbove(torch.nn.Module):
 
 def test_out_of_memory_splits_the_batch_and_every_image_is_answered(small, caplog):
     module = _RunsOutOfMemoryAbove(small.module, limit=2)
-    engine = Engine(module, _transform(small.spec), EngineConfig(device="cpu", max_batch_size=8))
+    engine = Engine(module, EvalTransform.from_spec(small.spec), EngineConfig(device="cpu", max_batch_size=8))
     jobs = [Job(EncodedImage(jpeg(name)), 3) for name in ("chelsea", "coffee") * 4]
     alone = _run(engine, jobs[:2])
     module.calls.clear()
@@ -129,7 +124,7 @@ class _TinyNet(torch.nn.Module):
 
 
 def test_compiled_engine_pads_to_buckets_and_agrees_with_eager(small):
-    transform = _transform(small.spec)
+    transform = EvalTransform.from_spec(small.spec)
     eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
     compiled = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4, compile=True))
     compiled.warmup()  # compiles every bucket before the first request
@@ -155,7 +150,7 @@ def test_warm_up_logs_one_line_per_batch_shape_with_its_seconds(small, caplog):
 
 
 def test_compiled_engine_captures_only_the_chosen_buckets(small, caplog):
-    transform = _transform(small.spec)
+    transform = EvalTransform.from_spec(small.spec)
     eager = Engine(_TinyNet().eval(), transform, EngineConfig(device="cpu", max_batch_size=4))
     config = EngineConfig(device="cpu", max_batch_size=4, compile=True, batch_buckets=(1, 4))
     compiled = Engine(_TinyNet().eval(), transform, config)

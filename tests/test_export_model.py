@@ -12,10 +12,10 @@ import pytest
 import skimage.data
 import torch
 
+from devtools.artifacts import make_small_artifact, reference_batch
 from predictor import export as exporter
 from predictor.artifact import FORMATS, ArtifactError, file_sha256, load_artifact, read_spec
 from predictor.preprocess import Preprocessing
-from tests._artifacts import make_small_artifact, reference_batch
 
 CAT_LABELS = {"Egyptian cat", "tabby", "tiger cat", "Persian cat", "Siamese cat", "lynx"}
 COFFEE_LABELS = {"espresso", "cup", "coffee mug"}

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import time
-import zlib
 from typing import Any
 
 import httpx
@@ -30,7 +28,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from ._images import CAT_CLASSES, b64, jpeg
+from devtools.payloads import b64, v1_body, v2_binary_body, v2_body
+from devtools.photos import CAT_CLASSES, blank_png, jpeg
 
 # Every operation KServe's app publishes. A new one (a KServe upgrade) fails
 # test_the_openapi_document_lists_every_operation until it is added here and so fuzzed.
@@ -176,32 +175,11 @@ _v1_body = st.one_of(
 @API_FUZZ
 @given(body=_v1_body)
 def test_v1_predict_with_arbitrary_json_bodies_never_answers_5xx(server, body: Any) -> None:
-    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", json=body, timeout=60)
+    r = httpx.post(server.v1_url, json=body, timeout=60)
     assert_well_behaved(r.status_code, r.headers.get("content-type", ""), r.text, what=f"v1 body={str(body)[:300]}")
 
 
 # ----------------------------------------------------------------------------- known bugs, reproduced exactly
-
-
-def _png(width: int, height: int) -> bytes:
-    """A tiny all-black greyscale PNG of any size, built by hand (zeros compress ~1000:1)."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    raw = b"".join(b"\x00" + bytes(width) for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _v1(server, instances: list, **extra: Any) -> httpx.Response:
-    return httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict", json={"instances": instances, **extra}, timeout=120
-    )
 
 
 @pytest.mark.parametrize("request_", ["metadata", "ready", "versioned ready", "infer"])
@@ -215,41 +193,36 @@ def test_a_model_version_is_a_client_error_not_a_501(server, request_: str) -> N
             f"{base}/v2/models/{name}/infer",
             params={"model_version": "1"},
             timeout=30,
-            json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]}]},
+            json=v2_body(jpeg("chelsea")),
         ),
     }[request_]()
     assert_well_behaved(r.status_code, r.headers.get("content-type", ""), r.text)
 
 
 def test_a_unicode_numeral_top_k_gets_400(server) -> None:
-    r = _v1(server, [{"b64": b64(jpeg("chelsea"))}], top_k="²")
+    r = server.post_v1(v1_body(jpeg("chelsea"), bare=True) | {"top_k": "²"})
     assert r.status_code == 400, r.text
 
 
 def test_binary_request_with_string_output_parameters_gets_400(server) -> None:
-    head = json.dumps(
+    body, headers = v2_binary_body(
         {
             "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}],
             "outputs": [{"name": "probabilities", "parameters": "classification"}],
         }
-    ).encode()
-    r = httpx.post(
-        f"{server.base_url}/v2/models/{server.model_name}/infer",
-        content=head,
-        timeout=60,
-        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
     )
+    r = server.post_v2(body, headers)
     assert r.status_code == 400, r.text
 
 
 def test_an_extreme_aspect_ratio_image_gets_400(server) -> None:
-    r = _v1(server, [{"b64": b64(_png(1_000_000, 1))}])
+    r = server.post_v1(v1_body(blank_png(1_000_000, 1), bare=True), timeout_s=120)
     assert r.status_code == 400, r.text
 
 
 def test_an_undecodable_png_error_names_no_source_file(server) -> None:
     # Its header passes check_image (40 MP = max_image_pixels); libpng refuses widths over 1,000,000.
-    r = _v1(server, [{"b64": b64(_png(40_000_000, 1))}])
+    r = server.post_v1(v1_body(blank_png(40_000_000, 1), bare=True), timeout_s=120)
     assert r.status_code == 400, r.text
     assert_no_internals(r.text)
 
@@ -260,7 +233,7 @@ def test_an_undecodable_png_error_names_no_source_file(server) -> None:
 def test_the_server_still_classifies_a_reference_photo_after_the_fuzzing(server) -> None:
     assert server.process.poll() is None, "the server died"
     start = time.monotonic()
-    r = _v1(server, [{"b64": b64(jpeg("chelsea"))}])
+    r = server.post_v1(v1_body(jpeg("chelsea"), bare=True), timeout_s=120)
     assert r.status_code == 200, r.text
     assert CAT_CLASSES & set(r.json()["predictions"][0]["class_names"][:3])
     assert time.monotonic() - start < 30

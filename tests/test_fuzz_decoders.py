@@ -14,7 +14,6 @@ Deterministic for CI: derandomized, no example database.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import struct
@@ -29,6 +28,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from PIL import Image
 
+from devtools.payloads import b64, bytes_element
+from devtools.photos import encode
 from predictor import codec, v2_binary
 from predictor.imaging import check_image, header_size
 from predictor.limits import RequestLimits
@@ -60,9 +61,10 @@ def only_invalid_input(call: Callable[[], Any]) -> Any:
 
 
 def _encode(fmt: str, width: int, height: int, mode: str = "RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, (width, height), color=(120, 30, 200)[: len(mode)] if mode != "L" else 90).save(buf, format=fmt)
-    return buf.getvalue()
+    """A one-colour image; JPEGs at Pillow's default quality."""
+    color = {"L": 90, "RGB": (120, 30, 200), "RGBA": (120, 30, 200, 255)}[mode]
+    pixels = np.full((height, width, len(mode)) if mode != "L" else (height, width), color, dtype=np.uint8)
+    return encode(pixels, fmt, **({"quality": 75} if fmt == "JPEG" else {}))
 
 
 # Real, small images of every accepted format (and two refused ones), the seeds that mutations start from.
@@ -127,10 +129,6 @@ integer_like = st.one_of(
 )
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 @st.composite
 def v1_bodies(draw: st.DrawFn) -> Any:
     """Mostly v1-shaped bodies with something wrong somewhere, sometimes anything at all."""
@@ -177,6 +175,9 @@ v2_shapes = st.one_of(
 output_parameters = st.dictionaries(
     st.sampled_from(["classification", "class_count", "binary_data", "other"]), integer_like, max_size=3
 )
+requested_outputs = st.builds(
+    RequestedOutput, st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)), output_parameters
+)
 
 
 @st.composite
@@ -211,7 +212,7 @@ def raw_data(draw: st.DrawFn, shape: Any, datatype: str) -> bytes:
     """Binary tensor data: the right byte count (sometimes), or BYTES elements with honest or lying length prefixes."""
     if datatype == "BYTES":
         items = draw(st.lists(image_bytes, max_size=4))
-        out = b"".join(struct.pack("<I", len(i)) + i for i in items)
+        out = b"".join(bytes_element(i) for i in items)
         if draw(st.booleans()):
             out = out[: draw(st.integers(0, len(out)))] + draw(st.binary(max_size=8))
         return out
@@ -247,19 +248,7 @@ def v2_requests(draw: st.DrawFn) -> InferRequest:
             st.none(), st.dictionaries(st.sampled_from(["top_k", "binary_data_output", "x"]), integer_like, max_size=2)
         )
     )
-    outputs = draw(
-        st.one_of(
-            st.none(),
-            st.lists(
-                st.builds(
-                    RequestedOutput,
-                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
-                    output_parameters,
-                ),
-                max_size=3,
-            ),
-        )
-    )
+    outputs = draw(st.one_of(st.none(), st.lists(requested_outputs, max_size=3)))
     return InferRequest(model_name="m", infer_inputs=inputs, parameters=parameters, request_outputs=outputs)
 
 
@@ -271,17 +260,7 @@ def broken_v2(draw: st.DrawFn) -> InferRequest:
     if what == "top_k":
         request.parameters = {"top_k": draw(integer_like)}
     elif what == "outputs":
-        request.request_outputs = draw(
-            st.lists(
-                st.builds(
-                    RequestedOutput,
-                    st.one_of(st.sampled_from(list(codec.OUTPUT_DATATYPES)), st.text(max_size=6)),
-                    output_parameters,
-                ),
-                min_size=1,
-                max_size=3,
-            )
-        )
+        request.request_outputs = draw(st.lists(requested_outputs, min_size=1, max_size=3))
     elif what == "shape":
         tensor.shape = draw(v2_shapes)
     elif what == "datatype":
@@ -472,7 +451,7 @@ def good_v2(draw: st.DrawFn) -> tuple[InferRequest, int]:
         shape = draw(st.sampled_from([[n], [n, 1]]))
         tensor = InferInput("image", shape, "BYTES")
         if raw:
-            tensor._raw_data = b"".join(struct.pack("<I", len(i)) + i for i in items)
+            tensor._raw_data = b"".join(bytes_element(i) for i in items)
         else:
             tensor.data = draw(st.sampled_from([[b64(i) for i in items], items]))  # REST strings, gRPC bytes
     else:

@@ -1,6 +1,6 @@
 """The GPU pipeline, on a real GPU: nvJPEG decode, bf16, CUDA graphs per bucket, real CUDA
-out-of-memory. Skipped where there is no CUDA device; on a machine with one, run
-`make install && .venv/bin/python -m pytest tests/test_gpu.py`."""
+out-of-memory. Skipped where there is no CUDA device; on a machine with one, `make gpu-check` runs
+it with the GPU benchmarks (docs/BENCHMARKS.md, "GPU")."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import asyncio
 import pytest
 import torch
 
+from devtools import launcher
+from devtools.payloads import b64
+from devtools.photos import CAT_CLASSES, COFFEE_CLASSES, encode, jpeg, photo
 from predictor.artifact import load_artifact
 from predictor.engine import Engine, EngineConfig
 from predictor.imaging import decode_cpu, decode_jpegs_gpu
 from predictor.jobs import EncodedImage, Job, PixelImage
 from predictor.preprocess import EvalTransform
-
-from . import _server
-from ._images import CAT_CLASSES, COFFEE_CLASSES, b64, encode, jpeg, photo
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,10 +24,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture(scope="module")
 def lite0(default_model_dir):
     return load_artifact(default_model_dir)
-
-
-def _transform(spec) -> EvalTransform:
-    return EvalTransform.from_spec(spec)
 
 
 def _run(engine: Engine, jobs: list[Job]):
@@ -56,10 +52,10 @@ def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
         Job(EncodedImage(encode(photo("coffee"), "PNG")), 5),
         Job(PixelImage(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous()), 5),
     ]
-    cpu = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cpu", max_batch_size=4))
+    cpu = Engine(lite0.module, EvalTransform.from_spec(lite0.spec), EngineConfig(device="cpu", max_batch_size=4))
     gpu = Engine(
         load_artifact(lite0.directory).module,
-        _transform(lite0.spec),
+        EvalTransform.from_spec(lite0.spec),
         EngineConfig(device="cuda", precision=precision, max_batch_size=4),
     )
     gpu.warmup()
@@ -71,10 +67,10 @@ def test_gpu_answers_match_the_cpu_in_each_precision(lite0, precision):
 
 
 def test_compiled_cuda_graph_buckets_agree_with_eager(lite0):
-    eager = Engine(lite0.module, _transform(lite0.spec), EngineConfig(device="cuda", max_batch_size=8))
+    eager = Engine(lite0.module, EvalTransform.from_spec(lite0.spec), EngineConfig(device="cuda", max_batch_size=8))
     compiled = Engine(
         load_artifact(lite0.directory).module,
-        _transform(lite0.spec),
+        EvalTransform.from_spec(lite0.spec),
         EngineConfig(device="cuda", max_batch_size=8, compile=True),
     )
     compiled.warmup()
@@ -101,7 +97,9 @@ class _HungryNet(torch.nn.Module):
 
 def test_a_real_cuda_out_of_memory_splits_the_batch_and_recovers(lite0):
     module = _HungryNet(lite0.module, limit=2)
-    engine = Engine(module, _transform(lite0.spec), EngineConfig(device="cuda", precision="fp32", max_batch_size=8))
+    engine = Engine(
+        module, EvalTransform.from_spec(lite0.spec), EngineConfig(device="cuda", precision="fp32", max_batch_size=8)
+    )
     jobs = [Job(EncodedImage(jpeg(n)), 3) for n in ("chelsea", "coffee") * 4]
     results = _run(engine, jobs)
     assert all(not isinstance(r, Exception) for r in results)
@@ -110,7 +108,7 @@ def test_a_real_cuda_out_of_memory_splits_the_batch_and_recovers(lite0):
 
 
 def test_the_server_serves_on_the_gpu(default_model_dir):
-    running = _server.start(default_model_dir, "--device", "cuda", "--max_batch_size", "32")
+    running = launcher.start(default_model_dir, "--device", "cuda", "--max_batch_size", "32")
     try:
         import httpx
 

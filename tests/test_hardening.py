@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import struct
 import time
-import zlib
 
 import httpx
 import numpy as np
 import pytest
 
-from . import _server, _triton_grpc
-from ._images import CAT_CLASSES, b64, encode, jpeg, photo
+from devtools import launcher, triton_grpc
+from devtools.payloads import v1_body, v2_binary_tensor, v2_body
+from devtools.photos import CAT_CLASSES, blank_png, encode, jpeg, photo
 
 MAX_BODY_BYTES = 300_000
 
@@ -25,7 +24,7 @@ MAX_BODY_BYTES = 300_000
 @pytest.fixture(scope="module")
 def strict(default_model_dir):
     """A server with a small body cap and a short queue, so limits are cheap to reach."""
-    running = _server.start(
+    running = launcher.start(
         default_model_dir,
         "--max_body_bytes",
         str(MAX_BODY_BYTES),
@@ -44,13 +43,9 @@ def strict(default_model_dir):
     running.stop()
 
 
-def _predict_url(server) -> str:
-    return f"{server.base_url}/v1/models/{server.model_name}:predict"
-
-
 def _padded_body(total_bytes: int) -> bytes:
     """A valid v1 request of exactly total_bytes (JSON whitespace is padding)."""
-    body = json.dumps({"instances": [{"b64": b64(jpeg("chelsea"))}]}).encode()
+    body = json.dumps(v1_body(jpeg("chelsea"), bare=True)).encode()
     assert len(body) <= total_bytes
     return body[:-1] + b" " * (total_bytes - len(body)) + b"}"
 
@@ -59,20 +54,10 @@ def _padded_body(total_bytes: int) -> bytes:
 
 
 def test_a_body_one_byte_over_the_cap_is_413_and_one_just_under_is_served(strict):
-    over = httpx.post(
-        _predict_url(strict),
-        content=_padded_body(MAX_BODY_BYTES + 1),
-        headers={"content-type": "application/json"},
-        timeout=30,
-    )
+    over = strict.post_v1(_padded_body(MAX_BODY_BYTES + 1), timeout_s=30)
     assert over.status_code == 413, over.text
     assert f"max_body_bytes={MAX_BODY_BYTES}" in over.json()["error"]
-    under = httpx.post(
-        _predict_url(strict),
-        content=_padded_body(MAX_BODY_BYTES),
-        headers={"content-type": "application/json"},
-        timeout=30,
-    )
+    under = strict.post_v1(_padded_body(MAX_BODY_BYTES), timeout_s=30)
     assert under.status_code == 200, under.text
     strict.assert_still_serving()
 
@@ -86,7 +71,7 @@ def test_a_chunked_body_without_content_length_is_cut_off_at_the_cap(strict):
             sent += 64_000
             yield b" " * 64_000
 
-    r = httpx.post(_predict_url(strict), content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(strict.v1_url, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 413, r.text
     assert "max_body_bytes" in r.json()["error"]
     strict.assert_still_serving()
@@ -94,8 +79,8 @@ def test_a_chunked_body_without_content_length_is_cut_off_at_the_cap(strict):
 
 def test_grpc_message_over_the_cap_is_refused(strict):
     big = np.array([b"\xff\xd8\xff" + b"\x00" * (MAX_BODY_BYTES + 10)], dtype=np.object_)
-    with pytest.raises(_triton_grpc.TritonGrpcError) as info:
-        _triton_grpc.infer(strict.grpc_url, strict.model_name, [("image", "BYTES", big)])
+    with pytest.raises(triton_grpc.TritonGrpcError) as info:
+        triton_grpc.infer(strict.grpc_url, strict.model_name, [("image", "BYTES", big)])
     assert info.value.status == "StatusCode.RESOURCE_EXHAUSTED", info.value
     strict.assert_still_serving()
 
@@ -108,34 +93,21 @@ def test_150000_deep_nested_json_is_400(server, path):
     deep = ("[" * 150_000 + "]" * 150_000).encode()
     if path == "v1":
         body = b'{"instances": ' + deep + b"}"
-        url = _predict_url(server)
+        url = server.v1_url
     else:
         body = b'{"inputs": [{"name": "tensor", "datatype": "FP32", "shape": [1], "data": ' + deep + b"}]}"
-        url = f"{server.base_url}/v2/models/{server.model_name}/infer"
+        url = server.v2_url
     r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 400, (r.status_code, r.text[:500])
     assert "Traceback" not in r.text
     server.assert_still_serving()
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A real, valid 1-bit PNG of width x height whose zeros compress to a few KB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_a_20000x20000_png_bomb_of_a_few_kb_is_refused_from_its_header(server):
-    bomb = _png_bomb(20_000, 20_000)
+    bomb = blank_png(20_000, 20_000, bit_depth=1)
     assert len(bomb) < 100_000
     start = time.monotonic()
-    r = httpx.post(_predict_url(server), json={"instances": [{"b64": b64(bomb)}]}, timeout=60)
+    r = server.post_v1(v1_body(bomb, bare=True))
     elapsed_s = time.monotonic() - start
     assert r.status_code == 400, r.text
     assert "20000x20000" in r.json()["error"] and "max_image_pixels" in r.json()["error"]
@@ -158,39 +130,19 @@ def _psd() -> bytes:
     ],
 )
 def test_formats_outside_the_allow_list_are_named_and_refused(server, name, data):
-    r = httpx.post(_predict_url(server), json={"instances": [{"b64": b64(data)}]}, timeout=60)
+    r = server.post_v1(v1_body(data, bare=True))
     assert r.status_code == 400, r.text
     assert f"{name} is not supported" in r.json()["error"]
     assert "JPEG, PNG, WEBP" in r.json()["error"]
     server.assert_still_serving()
 
 
-def _nan_binary_request() -> tuple[bytes, dict]:
-    tensor = np.zeros((1, 3, 224, 224), dtype=np.float32)
-    tensor[0, 0, 0, 0] = np.nan
-    raw = tensor.tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "tensor",
-                    "datatype": "FP32",
-                    "shape": [1, 3, 224, 224],
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ]
-        }
-    ).encode()
-    return header + raw, {
-        "content-type": "application/octet-stream",
-        "inference-header-content-length": str(len(header)),
-    }
-
-
 def test_a_nan_request_next_to_good_ones_leaves_their_results_identical(server):
-    url = f"{server.base_url}/v2/models/{server.model_name}/infer"
-    good = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("coffee"))]}]}
-    nan_body, nan_headers = _nan_binary_request()
+    url = server.v2_url
+    good = v2_body(jpeg("coffee"))
+    nan = np.zeros((1, 3, 224, 224), dtype=np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    nan_body, nan_headers = v2_binary_tensor("tensor", nan)
 
     async def together():
         async with httpx.AsyncClient(timeout=60) as client:
@@ -252,15 +204,9 @@ def test_grpc_repository_load_unload_is_permission_denied(server):
 # ----------------------------------------------------------------------------- overload and disconnects
 
 
-def _gauge(server, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", server.metrics(), re.M)
-    assert match, name
-    return float(match.group(1))
-
-
 def test_a_full_queue_answers_503_with_retry_after_at_once_and_no_500s(strict):
-    url = _predict_url(strict)
-    body = {"instances": [{"b64": b64(jpeg("chelsea"))}] * 4}  # 4 images a request, queue holds 8
+    url = strict.v1_url
+    body = v1_body(*[jpeg("chelsea")] * 4, bare=True)  # 4 images a request, queue holds 8
 
     async def flood():
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
@@ -283,13 +229,13 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_and_no_500s(strict):
     fastest_rejection_s = min(e for r, e in results if r.status_code == 503)
     slowest_success_s = max(e for r, e in results if r.status_code == 200)
     assert fastest_rejection_s < slowest_success_s
-    assert _gauge(strict, "predictor_queue_depth") == 0
+    assert strict.metrics().value("predictor_queue_depth") == 0
     strict.assert_still_serving()
 
 
 def test_clients_that_disconnect_leak_no_queue_slots(strict):
-    url = _predict_url(strict)
-    body = {"instances": [{"b64": b64(jpeg("coffee"))}] * 4}
+    url = strict.v1_url
+    body = v1_body(*[jpeg("coffee")] * 4, bare=True)
 
     async def impatient():
         async with httpx.AsyncClient(timeout=httpx.Timeout(0.05)) as client:
@@ -303,21 +249,23 @@ def test_clients_that_disconnect_leak_no_queue_slots(strict):
             await asyncio.gather(*(one() for _ in range(12)))
 
     asyncio.run(impatient())
+
+    def held() -> tuple[float, float]:
+        m = strict.metrics()
+        return m.value("predictor_queue_depth"), m.value("predictor_inflight_requests")
+
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if _gauge(strict, "predictor_queue_depth") == 0 and _gauge(strict, "predictor_inflight_requests") == 0:
-            break
+    while time.monotonic() < deadline and held() != (0, 0):
         time.sleep(0.2)
-    assert _gauge(strict, "predictor_queue_depth") == 0
-    assert _gauge(strict, "predictor_inflight_requests") == 0
+    assert held() == (0, 0)
     # The whole queue is usable again: a request of 8 images (the cap) fits.
-    small = b64(encode(photo("chelsea")[::2, ::2], "JPEG"))
-    r = httpx.post(url, json={"instances": [{"b64": small}] * 8}, timeout=60)
+    small = encode(photo("chelsea")[::2, ::2], "JPEG")
+    r = strict.post_v1(v1_body(*[small] * 8, bare=True))
     assert r.status_code == 200, r.text
 
 
 def test_an_expired_request_is_504_before_any_device_work(default_model_dir):
-    running = _server.start(
+    running = launcher.start(
         default_model_dir,
         "--max_batch_size",
         "1",
@@ -332,13 +280,12 @@ def test_an_expired_request_is_504_before_any_device_work(default_model_dir):
 
         async def burst():
             async with httpx.AsyncClient(timeout=60) as client:
-                body = {"instances": [{"b64": b64(jpeg("chelsea"))}]}
-                return await asyncio.gather(*(client.post(_predict_url(running), json=body) for _ in range(8)))
+                body = v1_body(jpeg("chelsea"), bare=True)
+                return await asyncio.gather(*(client.post(running.v1_url, json=body) for _ in range(8)))
 
         codes = [r.status_code for r in asyncio.run(burst())]
         assert set(codes) <= {200, 504} and 504 in codes, codes
-        expired = re.search(r"^predictor_expired_total ([0-9.]+)$", running.metrics(), re.M)
-        assert expired and float(expired.group(1)) >= codes.count(504)
+        assert running.metrics().value("predictor_expired_total") >= codes.count(504)
     finally:
         assert running.stop() == 0
 
@@ -347,21 +294,15 @@ def test_an_expired_request_is_504_before_any_device_work(default_model_dir):
 
 
 def test_sigterm_with_50_requests_in_flight_answers_all_50_and_exits_0(default_model_dir):
-    running = _server.start(default_model_dir, "--max_batch_size", "8", "--max_latency_ms", "5")
-    url = _predict_url(running)
-    body = {"instances": [{"b64": b64(jpeg("chelsea"))}]}
+    running = launcher.start(default_model_dir, "--max_batch_size", "8", "--max_latency_ms", "5")
+    url = running.v1_url
+    body = v1_body(jpeg("chelsea"), bare=True)
 
     async def scenario():
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
             tasks = [asyncio.create_task(client.post(url, json=body)) for _ in range(50)]
-            # Wait until the server holds them all, then pull the plug.
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                inflight = await client.get(f"{running.base_url}/metrics")
-                m = re.search(r"^predictor_inflight_requests ([0-9.]+)$", inflight.text, re.M)
-                if m and float(m.group(1)) >= 20:
-                    break
-                await asyncio.sleep(0.02)
+            # Wait until the server holds them, then pull the plug.
+            await running.until_inflight(client, 20)
             running.process.send_signal(15)
             signalled = time.monotonic()
             await asyncio.sleep(0.1)

@@ -13,10 +13,10 @@ import tritonclient.http as httpclient
 from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
 
+from devtools import triton_grpc
+from devtools.payloads import b64, infer_request, infer_response_predictions, v1_body, v2_body
+from devtools.photos import CAT_CLASSES, COFFEE_CLASSES, encode, jpeg, photo
 from predictor.preprocess import EvalTransform
-
-from . import _triton_grpc
-from ._images import CAT_CLASSES, COFFEE_CLASSES, b64, encode, jpeg, photo
 
 
 def _names(row) -> list[str]:
@@ -42,7 +42,7 @@ def test_v1_base64_images_of_different_sizes_in_one_request(server):
             {"image": {"b64": b64(encode(photo("chelsea"), "WEBP"))}},
         ]
     }
-    r = httpx.post(f"{server.base_url}/v1/models/{server.model_name}:predict", json=body, timeout=60)
+    r = server.post_v1(body)
     assert r.status_code == 200, r.text
     predictions = r.json()["predictions"]
     assert len(predictions) == 3
@@ -56,26 +56,14 @@ def test_v1_base64_images_of_different_sizes_in_one_request(server):
 
 
 def test_v1_preprocessed_tensor_matches_the_image_path(server, spec):
-    transform = EvalTransform(
-        resize_size=spec.resize_size,
-        crop_size=spec.crop_size,
-        mean=spec.mean,
-        std=spec.std,
-        interpolation=spec.interpolation,
-    )
-    tensor = transform(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous())
-    url = f"{server.base_url}/v1/models/{server.model_name}:predict"
-    from_tensor = httpx.post(url, json={"instances": [tensor.tolist()]}, timeout=60).json()["predictions"][0]
+    tensor = EvalTransform.from_spec(spec)(torch.from_numpy(photo("chelsea")).permute(2, 0, 1).contiguous())
+    from_tensor = server.post_v1({"instances": [tensor.tolist()]}).json()["predictions"][0]
     from_pixels = _v2_pixels_top(server, photo("chelsea"))
     assert from_tensor["class_indices"][0] == from_pixels[0]
 
 
 def test_v1_top_k(server):
-    r = httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        json={"instances": [{"b64": b64(jpeg("coffee"))}], "top_k": 2},
-        timeout=60,
-    )
+    r = server.post_v1(v1_body(jpeg("coffee"), top_k=2, bare=True))
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"][0]["class_names"]) == 2
 
@@ -84,13 +72,7 @@ def test_v1_top_k(server):
 
 
 def test_v2_rest_json_base64_bytes(server):
-    body = {
-        "inputs": [
-            {"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(jpeg("chelsea")), b64(jpeg("coffee"))]}
-        ],
-        "parameters": {"top_k": 3},
-    }
-    r = httpx.post(f"{server.base_url}/v2/models/{server.model_name}/infer", json=body, timeout=60)
+    r = server.post_v2(v2_body(jpeg("chelsea"), jpeg("coffee"), top_k=3))
     assert r.status_code == 200, r.text
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     assert set(outputs) == {"class_names", "probabilities", "class_indices"}
@@ -142,12 +124,12 @@ def test_v2_uint8_pixels_of_different_sizes_one_request_each(server):
 
 
 def _v2_pixels_top(server, hwc: np.ndarray, names: bool = False):
-    result = _triton_grpc.infer(server.grpc_url, server.model_name, [("pixels", "UINT8", hwc[None])])
+    result = triton_grpc.infer(server.grpc_url, server.model_name, [("pixels", "UINT8", hwc[None])])
     return _names(result["class_names"][0]) if names else list(result["class_indices"][0])
 
 
 def test_v2_fp32_preprocessed_tensor_over_rest_binary(server, spec):
-    transform = EvalTransform(resize_size=spec.resize_size, crop_size=spec.crop_size, mean=spec.mean, std=spec.std)
+    transform = EvalTransform.from_spec(spec)
     batch = torch.stack(
         [transform(torch.from_numpy(photo(n)).permute(2, 0, 1).contiguous()) for n in ("chelsea", "coffee")]
     )
@@ -165,7 +147,7 @@ def test_v2_fp32_preprocessed_tensor_over_rest_binary(server, spec):
 
 def test_v2_grpc_with_tritonclient_and_classification(server, labels):
     images = np.array([jpeg("coffee"), encode(photo("chelsea"), "PNG")], dtype=np.object_)
-    result = _triton_grpc.infer(
+    result = triton_grpc.infer(
         server.grpc_url,
         server.model_name,
         [("image", "BYTES", images)],
@@ -192,18 +174,16 @@ def test_kserve_clients_rest_and_grpc(server):
             rest_response = await rest.infer(server.base_url, request, model_name=server.model_name)
         finally:
             await rest.close()
-        grpc_input = InferInput("image", [1], "BYTES")
-        grpc_input.set_data_from_numpy(np.array([jpeg("chelsea")], dtype=np.object_), binary_data=True)
         grpc = InferenceGRPCClient(server.grpc_url)
         try:
-            grpc_response = await grpc.infer(InferRequest(model_name=server.model_name, infer_inputs=[grpc_input]))
+            grpc_response = await grpc.infer(infer_request(server.model_name, jpeg("chelsea")))
         finally:
             await grpc.close()
         return rest_response, grpc_response
 
     rest_response, grpc_response = asyncio.run(run())
-    rest_names = _names(next(o for o in rest_response.outputs if o.name == "class_names").as_numpy()[0])
-    grpc_names = _names(next(o for o in grpc_response.outputs if o.name == "class_names").as_numpy()[0])
+    rest_names = infer_response_predictions(rest_response)[0]["class_names"]
+    grpc_names = infer_response_predictions(grpc_response)[0]["class_names"]
     _assert_cat(rest_names)
     assert rest_names == grpc_names
 
@@ -222,7 +202,7 @@ def test_model_metadata_describes_real_inputs_and_outputs(server, spec):
         "probabilities": "FP32",
         "class_indices": "INT64",
     }
-    grpc_meta = _triton_grpc.metadata(server.grpc_url, server.model_name)
+    grpc_meta = triton_grpc.metadata(server.grpc_url, server.model_name)
     assert {i["name"] for i in grpc_meta["inputs"]} == {"image", "pixels", "tensor"}
 
 
@@ -231,25 +211,20 @@ def test_health_endpoints_tell_the_truth(server):
     assert httpx.get(f"{server.base_url}/v2/health/ready", timeout=5).json() == {"ready": True}
     assert httpx.get(f"{server.base_url}/v2/models/{server.model_name}/ready", timeout=5).status_code == 200
     assert httpx.get(f"{server.base_url}/v2/models/nope/ready", timeout=5).status_code == 404
-    assert _triton_grpc.health(server.grpc_url, server.model_name) == (True, True, True)
+    assert triton_grpc.health(server.grpc_url, server.model_name) == (True, True, True)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_each_allowed_format_is_decoded(server, fmt):
     images = np.array([encode(photo("chelsea"), fmt)], dtype=np.object_)
-    result = _triton_grpc.infer(server.grpc_url, server.model_name, [("image", "BYTES", images)])
+    result = triton_grpc.infer(server.grpc_url, server.model_name, [("image", "BYTES", images)])
     _assert_cat(_names(result["class_names"][0]))
 
 
 def test_v1_json_sent_with_curls_default_form_content_type(server):
     # `curl -d` labels the body application/x-www-form-urlencoded; it is still JSON.
     body = '{{"instances": [{{"b64": "{}"}}]}}'.format(b64(jpeg("chelsea")))
-    r = httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        content=body,
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        timeout=60,
-    )
+    r = server.post_v1(body.encode(), headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200, r.text
     _assert_cat(r.json()["predictions"][0]["class_names"])
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from predictor.export import export
-
-from . import _server
-from ._images import b64, jpeg
+from devtools import launcher
+from devtools.artifacts import export, make_small_artifact
+from devtools.payloads import b64
+from devtools.photos import jpeg
 
 
 def _top5(server, image: str) -> list[str]:
@@ -35,7 +35,7 @@ def _top5(server, image: str) -> list[str]:
 @pytest.mark.parametrize("fmt", ["torchscript", "state_dict"])
 def test_each_artifact_format_serves_the_same_top_k_as_safetensors(server, tmp_path, fmt):
     export(tmp_path, arch="efficientnet-lite0", fmt=fmt)
-    other = _server.start(tmp_path)
+    other = launcher.start(tmp_path)
     try:
         for image in ("chelsea", "coffee"):
             assert _top5(other, image) == _top5(server, image)
@@ -67,7 +67,7 @@ def test_an_artifact_from_an_http_storage_uri_loads_through_kserves_downloader(
         for f in sorted(Path(default_model_dir).iterdir()):
             tar.add(f, arcname=f.name)
     target = tmp_path / "mnt-models"
-    fetched = _server.start(target, "--storage_uri", f"{base_url}/model.tar.gz")
+    fetched = launcher.start(target, "--storage_uri", f"{base_url}/model.tar.gz")
     try:
         assert _top5(fetched, "chelsea") == _top5(server, "chelsea")
         assert (target / "model.json").exists()
@@ -82,18 +82,14 @@ def _copy(default_model_dir, tmp_path) -> Path:
 
 
 def _expect_start_failure(model_dir, *args: str, fragments: tuple[str, ...]) -> str:
-    process, http_port, _, log = _server.launch(model_dir, *args)
-    try:
-        returncode = process.wait(timeout=180)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    text = log.read_text(errors="replace")
+    failed = launcher.launch(model_dir, *args)
+    returncode = failed.wait_exit(timeout_s=180)
+    text = failed.log()
     assert returncode != 0, text[-3000:]
     for fragment in fragments:
         assert fragment in text, text[-3000:]
     with pytest.raises(httpx.TransportError):  # never served, never ready
-        httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2)
+        httpx.get(f"{failed.base_url}/v2/health/ready", timeout=2)
     return text
 
 
@@ -194,10 +190,8 @@ def test_each_config_takes_its_defaults_from_its_own_fields():
 
 def test_the_start_log_has_one_line_per_warmed_batch_shape(tmp_path):
     # What an operator sizes a Kubernetes startupProbe from.
-    from ._artifacts import make_small_artifact
-
     make_small_artifact(tmp_path / "small")
-    running = _server.start(tmp_path / "small", "--max_batch_size", "4")
+    running = launcher.start(tmp_path / "small", "--max_batch_size", "4")
     running.stop()
     lines = [line for line in running.log().splitlines() if "engine warm-up: batch size" in line]
     assert [line.split("engine warm-up: ")[1].split(" ready in ")[0] for line in lines] == [
@@ -209,12 +203,10 @@ def test_the_start_log_has_one_line_per_warmed_batch_shape(tmp_path):
 def test_latency_log_lines_are_off_by_default_and_on_when_asked(tmp_path):
     from predictor.__main__ import build_parser
 
-    from ._artifacts import make_small_artifact
-
     assert build_parser().parse_args([]).enable_latency_logging is False
     make_small_artifact(tmp_path / "small")
     for flag, expect_lines in (("false", False), ("true", True)):
-        running = _server.start(tmp_path / "small", "--enable_latency_logging", flag)
+        running = launcher.start(tmp_path / "small", "--enable_latency_logging", flag)
         try:
             r = httpx.post(
                 f"{running.base_url}/v1/models/{running.model_name}:predict",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -18,31 +17,29 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 import pytest
-from kserve import InferenceGRPCClient
-from kserve.protocol.infer_type import InferInput, InferRequest
 
+from devtools import launcher
+from devtools.artifacts import make_small_artifact
+from devtools.launcher import RunningServer
+from devtools.payloads import grpc_predict, v1_body, v2_body
+from devtools.photos import CAT_CLASSES, jpeg
 from predictor.__main__ import build_parser
 from predictor.server import bind_reuse_port
 from predictor.workers import RestartPolicy, Supervisor, worker_command, worker_env
-
-from . import _server
-from ._artifacts import make_small_artifact
-from ._images import CAT_CLASSES, b64, jpeg
 
 WORKERS = 2
 
 
 @pytest.fixture(scope="module")
 def two_workers(default_model_dir):
-    running = _server.start(default_model_dir, "--workers", str(WORKERS), "--max_batch_size", "8")
+    running = launcher.start(default_model_dir, "--workers", str(WORKERS), "--max_batch_size", "8")
     yield running
     assert running.stop() == 0, running.log()[-3000:]
 
 
-def _workers(server: _server.RunningServer) -> list[psutil.Process]:
+def _workers(server: RunningServer) -> list[psutil.Process]:
     return psutil.Process(server.process.pid).children()
 
 
@@ -51,7 +48,7 @@ def _listening_ports(process: psutil.Process) -> set[int]:
     return {c.laddr.port for c in connections("tcp") if c.status == psutil.CONN_LISTEN}
 
 
-def _wait_for_workers(server: _server.RunningServer, timeout_s: float = 180) -> list[psutil.Process]:
+def _wait_for_workers(server: RunningServer, timeout_s: float = 180) -> list[psutil.Process]:
     """Until WORKERS children listen on both ports (a worker binds only once its model is ready)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -63,20 +60,15 @@ def _wait_for_workers(server: _server.RunningServer, timeout_s: float = 180) -> 
     raise AssertionError(f"not {WORKERS} listening workers after {timeout_s} s:\n{server.log()[-3000:]}")
 
 
-def _v1_top3(server: _server.RunningServer) -> list[str]:
+def _v1_top3(server: RunningServer) -> list[str]:
     # A client per request: a new connection, which the kernel may hand to any worker.
-    r = httpx.post(
-        f"{server.base_url}/v1/models/{server.model_name}:predict",
-        json={"instances": [{"b64": b64(jpeg("chelsea"))}]},
-        timeout=60,
-    )
+    r = server.post_v1(v1_body(jpeg("chelsea"), bare=True))
     assert r.status_code == 200, r.text
     return r.json()["predictions"][0]["class_names"][:3]
 
 
-def _ok_count(metrics_text: str) -> float:
-    m = re.search(r'^predictor_requests_total\{status="ok"\} ([0-9.e+]+)$', metrics_text, re.M)
-    return float(m.group(1)) if m else 0.0
+def _ok_count(server: RunningServer) -> float:
+    return server.metrics().get("predictor_requests_total", 0.0, status="ok")
 
 
 # ----------------------------------------------------------------------------- serving
@@ -91,38 +83,20 @@ def test_every_worker_is_a_whole_server_listening_on_both_ports(two_workers):
 def test_v1_v2_rest_and_grpc_are_answered_over_many_connections(two_workers):
     for _ in range(4):
         assert CAT_CLASSES & set(_v1_top3(two_workers))
-        r = httpx.post(
-            f"{two_workers.base_url}/v2/models/{two_workers.model_name}/infer",
-            json={
-                "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(jpeg("chelsea"))]}],
-                "parameters": {"binary_data_output": False},
-            },
-            timeout=60,
-        )
+        r = two_workers.post_v2(v2_body(jpeg("chelsea")) | {"parameters": {"binary_data_output": False}})
         assert r.status_code == 200, r.text
-
-    async def grpc_top3() -> list[str]:
-        image = InferInput("image", [1], "BYTES")
-        image.set_data_from_numpy(np.array([jpeg("chelsea")], dtype=np.object_), binary_data=True)
-        client = InferenceGRPCClient(two_workers.grpc_url)
-        try:
-            response = await client.infer(InferRequest(model_name=two_workers.model_name, infer_inputs=[image]))
-        finally:
-            await client.close()
-        names = next(o for o in response.outputs if o.name == "class_names").as_numpy()[0]
-        return [n.decode() if isinstance(n, bytes) else n for n in names][:3]
-
-    for _ in range(4):
-        assert CAT_CLASSES & set(asyncio.run(grpc_top3()))
+    for _ in range(4):  # a connection per request here too
+        predictions = asyncio.run(grpc_predict(two_workers.grpc_url, two_workers.model_name, jpeg("chelsea")))
+        assert CAT_CLASSES & set(predictions[0]["class_names"][:3])
 
 
 def test_metrics_scraped_from_any_worker_count_the_requests_of_all(two_workers):
-    before = _ok_count(two_workers.metrics())
+    before = _ok_count(two_workers)
     for _ in range(8):
         _v1_top3(two_workers)
     # Each scrape is a new connection too; every one must see all 8, not its worker's share.
     for _ in range(6):
-        assert _ok_count(two_workers.metrics()) == before + 8
+        assert _ok_count(two_workers) == before + 8
 
 
 def test_a_crashed_worker_is_replaced_while_the_other_keeps_serving(two_workers):
@@ -142,24 +116,15 @@ def test_a_crashed_worker_is_replaced_while_the_other_keeps_serving(two_workers)
 
 def test_sigterm_drains_every_worker_answers_all_in_flight_and_exits_0(tmp_path):
     make_small_artifact(tmp_path / "small")
-    running = _server.start(tmp_path / "small", "--workers", str(WORKERS), "--max_latency_ms", "20")
+    running = launcher.start(tmp_path / "small", "--workers", str(WORKERS), "--max_latency_ms", "20")
     workers = _wait_for_workers(running)
-    url = f"{running.base_url}/v1/models/{running.model_name}:predict"
-    body = {"instances": [{"b64": b64(jpeg("chelsea"))}]}
+    url = running.v1_url
+    body = v1_body(jpeg("chelsea"), bare=True)
 
     async def scenario() -> list[object]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=40)) as client:
             tasks = [asyncio.create_task(client.post(url, json=body)) for _ in range(40)]
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                m = re.search(
-                    r"^predictor_inflight_requests ([0-9.]+)$",
-                    (await client.get(f"{running.base_url}/metrics")).text,
-                    re.M,
-                )
-                if m and float(m.group(1)) >= 10:
-                    break
-                await asyncio.sleep(0.01)
+            await running.until_inflight(client, 10)
             running.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -173,7 +138,7 @@ def test_sigterm_drains_every_worker_answers_all_in_flight_and_exits_0(tmp_path)
 
 def test_workers_do_not_outlive_a_killed_supervisor(tmp_path):
     make_small_artifact(tmp_path / "small")
-    running = _server.start(tmp_path / "small", "--workers", str(WORKERS))
+    running = launcher.start(tmp_path / "small", "--workers", str(WORKERS))
     workers = _wait_for_workers(running)
     running.process.kill()  # SIGKILL: no chance to stop them itself
     running.process.wait(10)
@@ -191,20 +156,15 @@ def test_an_artifact_that_fails_to_load_in_the_workers_stops_the_supervisor_with
     spec = json.loads((artifact / "model.json").read_text())
     spec.pop("sha256")  # model.json stays valid: the supervisor's check passes, the workers' load fails
     (artifact / "model.json").write_text(json.dumps(spec))
-    process, http_port, _, log = _server.launch(artifact, "--workers", str(WORKERS))
-    try:
-        assert process.wait(timeout=120) == 2, log.read_text()[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    text = log.read_text()
-    assert "model.safetensors" in text and "cannot start (exit 2)" in text
+    broken = launcher.launch(artifact, "--workers", str(WORKERS))
+    assert broken.wait_exit() == 2, broken.log()[-3000:]
+    assert "model.safetensors" in broken.log() and "cannot start (exit 2)" in broken.log()
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2)
+        httpx.get(f"{broken.base_url}/v2/health/ready", timeout=2)
 
 
 def test_an_artifact_from_a_storage_uri_is_fetched_once_by_the_supervisor(default_model_dir, tmp_path):
-    running = _server.start(
+    running = launcher.start(
         None,
         "--workers",
         str(WORKERS),
@@ -225,22 +185,18 @@ def test_an_artifact_from_a_storage_uri_is_fetched_once_by_the_supervisor(defaul
 
 @pytest.mark.parametrize("workers", ["0", "-1"])
 def test_fewer_than_one_worker_is_refused_with_the_rule(default_model_dir, workers):
-    process, _, _, log = _server.launch(default_model_dir, "--workers", workers)
-    assert process.wait(timeout=120) == 2
-    assert "workers must be an integer >= 1" in log.read_text()
+    refused = launcher.launch(default_model_dir, "--workers", workers)
+    assert refused.wait_exit() == 2
+    assert "workers must be an integer >= 1" in refused.log()
 
 
 def test_a_single_server_refuses_a_grpc_port_that_is_taken_in_one_line(tmp_path):
     make_small_artifact(tmp_path / "small")
-    first = _server.start(tmp_path / "small")
+    first = launcher.start(tmp_path / "small")
     try:
-        second, _, _, log = _server.launch(tmp_path / "small", "--grpc_port", str(first.grpc_port))
-        try:
-            assert second.wait(timeout=120) == 2
-        finally:
-            if second.poll() is None:
-                second.kill()
-        text = log.read_text()
+        second = launcher.launch(tmp_path / "small", "--grpc_port", str(first.grpc_port))
+        assert second.wait_exit() == 2
+        text = second.log()
         assert f"cannot start: gRPC cannot listen on 127.0.0.1:{first.grpc_port}: Address already in use" in text
         assert "Traceback" not in text
         r = httpx.get(f"{first.base_url}/v2/models/{first.model_name}/ready", timeout=10)

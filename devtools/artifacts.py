@@ -1,19 +1,19 @@
-"""Helpers for tests that need real model artifacts (small ones, built in tmp dirs)."""
+"""Model artifacts for tests: the default model and small, fast ones, exported into tmp dirs."""
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
+import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from predictor.artifact import ModelSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ARCH = "efficientnet-lite0"
 # A small, fast network and input size for tests that need an artifact but not accuracy.
 SMALL_ARCH = "mobilenet_v3_small"
 SMALL_NUM_CLASSES = 10
@@ -21,21 +21,22 @@ SMALL_RESIZE_PX = 72
 SMALL_CROP_PX = 64
 
 
-def export_model_module() -> ModuleType:
-    """scripts/export_model.py imported as a module (scripts/ is not a package)."""
-    name = "export_model"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / "export_model.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def export(output_dir: str | os.PathLike[str], **kwargs: Any) -> ModelSpec:
+    """`predictor.export.export`: write an artifact (see its flags) and read its spec back."""
+    from predictor.export import export as export_artifact
+
+    return export_artifact(output_dir, **kwargs)
 
 
-def make_small_artifact(directory: Path, fmt: str = "safetensors", **overrides: object) -> ModelSpec:
+def export_default_model(output_dir: str | os.PathLike[str]) -> Path:
+    """The default model (EfficientNet-Lite0, ImageNet weights) exported the way `make model` does it."""
+    export(output_dir, arch=DEFAULT_ARCH)
+    return Path(output_dir)
+
+
+def make_small_artifact(directory: Path, fmt: str = "safetensors", **overrides: Any) -> ModelSpec:
     """An untrained mobilenet_v3_small with 10 classes at 64 px: about a second to export."""
-    kwargs: dict[str, object] = dict(
+    kwargs: dict[str, Any] = dict(
         arch=SMALL_ARCH,
         fmt=fmt,
         num_classes=SMALL_NUM_CLASSES,
@@ -43,7 +44,7 @@ def make_small_artifact(directory: Path, fmt: str = "safetensors", **overrides: 
         crop_size=SMALL_CROP_PX,
     )
     kwargs.update(overrides)
-    return export_model_module().export(directory, **kwargs)
+    return export(directory, **kwargs)
 
 
 def copy_artifact(source: Path, destination: Path) -> Path:
@@ -51,7 +52,7 @@ def copy_artifact(source: Path, destination: Path) -> Path:
     return destination
 
 
-def reference_batch(image_hwc_uint8, spec: ModelSpec) -> torch.Tensor:
+def reference_batch(image_hwc_uint8: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     """Independent reference preprocessing: resize shorter side, centre crop, normalise."""
     interpolation = {
         "bilinear": InterpolationMode.BILINEAR,
