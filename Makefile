@@ -66,4 +66,5 @@ soak: install model ## Bounded overload + soak run: status codes, p99, memory gr
 clean: ## Remove the venv, built models and caches
 	rm -rf $(VENV) models bench-results .pytest_cache .hypothesis
 
+include mk/image.mk
 include mk/deploy.mk

@@ -27,16 +27,6 @@ DEPLOY = $(PYTHON) scripts/deploy.py
 DEPLOY_ARGS = --namespace $(NAMESPACE) --name $(NAME) --overlay $(OVERLAY) --kubectl $(KUBECTL) \
 	--timeout-s $(TIMEOUT_S) $(if $(DRY_RUN),--dry-run)
 
-##@ Container image
-
-.PHONY: image
-image: ## Build the predictor image IMAGE with Docker
-	$(DOCKER) build --tag $(IMAGE) .
-
-.PHONY: push
-push: ## Push IMAGE to its registry
-	$(DOCKER) push $(IMAGE)
-
 ##@ Deployment
 
 .PHONY: render
