@@ -44,14 +44,10 @@ def mb(n: int) -> str:
 
 
 def layers(engine: str, image: str) -> list[dict]:
-    """Per Dockerfile step that made a layer: the step and its uncompressed size (newest last)."""
+    """The steps that made a file-system layer, oldest first, with their uncompressed size. (Steps that only
+    set metadata have size 0 and no layer.)"""
     history = json.loads(run(engine, "history", "--no-trunc", "--format", "json", image))
-    steps = [h for h in reversed(history) if h.get("size", h.get("Size", 0)) or "#(nop)" not in h.get("CreatedBy", "")]
-    return [
-        {"step": h.get("CreatedBy", h.get("createdBy", "")), "size": int(h.get("size", h.get("Size", 0)))}
-        for h in steps
-        if int(h.get("size", h.get("Size", 0))) > 0
-    ]
+    return [{"step": h["CreatedBy"], "size": int(h["size"])} for h in reversed(history) if int(h["size"]) > 0]
 
 
 def compressed_layers(engine: str, image: str) -> list[int]:
@@ -71,10 +67,11 @@ def package_sizes(engine: str, image: str) -> dict[str, int]:
 
 def describe(step: str) -> str:
     step = re.sub(r"^/bin/sh -c (#\(nop\) )?", "", step).strip()
-    step = re.sub(r"^\|\d+ \S+ ", "", step)
-    if m := re.search(r"requirements/(\d-\w+)\.txt", step):
-        return f"RUN pip install {m.group(1)}.txt" if step.startswith("RUN") or "pip" in step else f"COPY {m.group(1)}"
-    return (step[:90] + "…") if len(step) > 90 else step
+    if m := re.search(r"requirements/(\d-\w+\.txt)", step):
+        return f"pip install {m.group(1)}" if "pip install" in step else f"COPY {m.group(1)}"
+    if step.startswith(("ADD file:", "COPY file:", "COPY dir:")):
+        return step.split(" in ")[0][:40] + " … in " + step.split(" in ")[-1]
+    return (step[:80] + " …") if len(step) > 80 else step
 
 
 def report(engine: str, image: str) -> str:
@@ -88,16 +85,15 @@ def report(engine: str, image: str) -> str:
         f"* **Uncompressed: {mb(total)}** (what a node's disk holds).",
         f"* **Compressed: {mb(sum(packed))}** in {len(packed)} layers (gzip, what a registry stores and a node pulls).",
         "",
-        "Layers, oldest first. The compressed column pairs each file-system layer with the push's blob of the",
-        "same position.",
+        "Layers, oldest first:",
         "",
         "| step | uncompressed | compressed |",
         "|---|---:|---:|",
     ]
-    # History lists every step; only those that changed the file system made a layer (and a blob).
-    blobs = iter(packed)
-    for step in steps:
-        lines.append(f"| `{describe(step['step'])}` | {mb(step['size'])} | {mb(next(blobs, 0))} |")
+    if len(steps) != len(packed):
+        raise RuntimeError(f"{len(steps)} layers in the history but {len(packed)} in the pushed manifest")
+    for step, blob in zip(steps, packed, strict=True):
+        lines.append(f"| `{describe(step['step'])}` | {mb(step['size'])} | {mb(blob)} |")
     lines += ["", "Python packages over 5 MB installed (files and bytecode), largest first:", ""]
     lines += ["| package | installed |", "|---|---:|"]
     ranked = sorted(packages.items(), key=lambda kv: -kv[1])
