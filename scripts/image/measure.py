@@ -66,11 +66,12 @@ def package_sizes(engine: str, image: str) -> dict[str, int]:
 
 
 def describe(step: str) -> str:
+    """A Dockerfile step as the table shows it: which lock file a pip step installs, no content hashes."""
     step = re.sub(r"^/bin/sh -c (#\(nop\) )?", "", step).strip()
-    if m := re.search(r"requirements/(\d-\w+\.txt)", step):
-        return f"pip install {m.group(1)}" if "pip install" in step else f"COPY {m.group(1)}"
-    if step.startswith(("ADD file:", "COPY file:", "COPY dir:")):
-        return step.split(" in ")[0][:40] + " … in " + step.split(" in ")[-1]
+    if step.startswith("--mount") and (m := re.search(r"requirements/(\d-\w+\.txt)", step)):
+        return f"RUN pip install -r {m.group(1)}"
+    step = re.sub(r"^(ADD|COPY) (file|dir):[0-9a-f]{64}", r"\1 \2", step)
+    step = re.sub(r"\s+", " ", step)
     return (step[:80] + " …") if len(step) > 80 else step
 
 
