@@ -63,8 +63,8 @@ RUN --mount=type=bind,from=installer,source=/opt/pip,target=/opt/pip \
 COPY predictor/ /opt/venv/lib/python3.11/site-packages/predictor/
 RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/predictor
 
-# The only writable paths are /tmp and ~/.cache (torch.compile's and Triton's caches), so the pod runs with
-# readOnlyRootFilesystem and an emptyDir on each of the two.
+# The only writable paths are /tmp and ~/.cache (torch's caches; torchvision's import already creates it), so
+# the pod runs with readOnlyRootFilesystem and an emptyDir on each of the two.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
