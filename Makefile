@@ -28,11 +28,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch/torchvision are pinned in pyproject; pip takes them from the local wheel cache where one exists.
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv and install the predictor with its dev extras
+install: $(VENV)/.installed ## Create .venv and install the predictor with its dev and ray extras
 
 $(MODEL_DIR)/model.json: | $(VENV)/.installed
 	$(PYTHON) scripts/export_model.py --output $(MODEL_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 
@@ -13,6 +14,7 @@ from .artifact import ArtifactError, fetch, read_spec
 from .engine import DEVICES, PRECISIONS, EngineConfig
 from .limits import RequestLimits
 from .model import BatchingConfig, ImageClassifier
+from .ray.config import RayConfig
 from .server import PredictorServer
 from .workers import Supervisor, follow_supervisor, worker_command
 
@@ -75,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max_image_pixels", type=int, default=defaults.max_image_pixels)
     limits.add_argument("--max_aspect_ratio", type=float, default=defaults.max_aspect_ratio)
     limits.add_argument("--max_tensor_elements", type=int, default=defaults.max_tensor_elements)
+    RayConfig.add_arguments(parser)
     return parser
+
+
+def _ray_model(ray_config: RayConfig):
+    try:
+        from .ray.local import start_replicas
+    except ImportError as e:
+        raise ValueError(f"--ray_replicas needs the `ray` extra (pip install 'predictor[ray]'): {e}") from e
+    return functools.partial(start_replicas, ray_config=ray_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {args.workers}")
+        ray_config = RayConfig.from_args(args)
+        if ray_config.enabled and args.workers > 1:
+            raise ValueError("--ray_replicas and --workers are alternatives: choose one")
         storage_uri = args.storage_uri or None  # the supervisor hands its workers ""
         if args.workers > 1:
             # Fetch once, here: N workers downloading into one directory would race.
@@ -127,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker_command(argv, model_dir), workers=args.workers, grace_period_s=args.grace_period_s
             )
         else:
-            model = ImageClassifier(
+            model_class = _ray_model(ray_config) if ray_config.enabled else ImageClassifier
+            model = model_class(
                 args.model_name,
                 model_dir=args.model_dir,
                 storage_uri=storage_uri,
