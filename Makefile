@@ -67,3 +67,4 @@ clean: ## Remove the venv, built models and caches
 	rm -rf $(VENV) models bench-results .pytest_cache .hypothesis
 
 include mk/deploy.mk
+include mk/ray.mk
