@@ -19,7 +19,7 @@ serve-ray: install model ## Serve the default model on a local Ray with the RayS
 	@mkdir -p $(RAY_BUILD)
 	$(RAY_CONFIG) local $(RAY_DIR)/serve-config.yaml --model_dir $(MODEL_DIR) \
 		--http_port $(RAY_HTTP_PORT) --grpc_port $(RAY_GRPC_PORT) > $(RAY_BUILD)/serve-config.local.yaml
-	$(VENV)/bin/serve run $(RAY_BUILD)/serve-config.local.yaml
+	$(VENV)/bin/serve run --address local $(RAY_BUILD)/serve-config.local.yaml
 
 .PHONY: render-ray
 render-ray: install ## Print the RayService as deploy-ray applies it (NAMESPACE, RAY_IMAGE, STORAGE_URI), serveConfigV2 checked

@@ -56,9 +56,12 @@ def start_replicas(
         # Logical CPUs, not cores: each replica reserves `num_cpus`, and Ray gives it that many
         # intra-op threads (OMP_NUM_THREADS), so replicas never oversubscribe the cores they asked for.
         cpus = max(os.cpu_count() or 1, ray_config.replicas * ray_config.num_cpus)
-        ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=True)
+        # "local": a new instance of our own, never one that happens to run on this machine.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False)
     else:
         ray.init(address=ray_config.address, configure_logging=False)
+    # Where `ray status`, `serve status` and other drivers reach this instance.
+    logger.info("Ray instance at %s", ray.get_runtime_context().gcs_address)
     # The replicas are reached through their handle only: no Serve HTTP or gRPC proxy here.
     serve.start(proxy_location="Disabled")
     name = app_name(model_name)

@@ -34,6 +34,7 @@ class ModelInfo:
 @dataclass(frozen=True)
 class ReplicaStats:
     replica_id: str
+    pid: int
     batches: int
     images: int
     batches_over_one: int  # batches of two or more images: proof that batching happens
@@ -92,7 +93,7 @@ class ImageClassifierReplica:
                     total = sample.value
                 elif sample.name.endswith("_bucket") and sample.labels.get("le") == "1.0":
                     single = sample.value
-        return ReplicaStats(self.replica_id, int(count), int(total), int(count - single))
+        return ReplicaStats(self.replica_id, os.getpid(), int(count), int(total), int(count - single))
 
     def check_health(self) -> None:
         # Serve restarts a replica whose health check raises; a replica that is draining is not broken.
