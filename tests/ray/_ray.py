@@ -127,6 +127,8 @@ def replica_stats(pid: int, app_name: str, replicas: int) -> list[dict]:
         text=True,
         timeout=120,
         cwd=REPO,
+        # Local instances require Ray's token (~/.ray/auth_token), which a client sends only in token mode.
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
     )
     if done.returncode != 0:
         raise RuntimeError(f"stats child failed:\n{done.stderr[-3000:]}")

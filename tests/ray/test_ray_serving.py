@@ -205,7 +205,9 @@ def test_sigterm_drains_the_requests_in_flight(front_door):
     photo = jpeg("chelsea")
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(_v1, running.base_url, [photo] * 4) for _ in range(8)]
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "predictor_inflight_requests 0.0" in running.metrics():
+            time.sleep(0.02)
         running.process.send_signal(signal.SIGTERM)
         responses = [f.result() for f in futures]
     assert running.process.wait(60) == 0, running.log()[-3000:]
