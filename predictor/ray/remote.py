@@ -98,7 +98,8 @@ class RemoteClassifier(RayModel):
             self._inflight.add(task)
         try:
             if verb != InferenceVerb.PREDICT:
-                raise InvalidInput("this model only predicts; explain is not supported")
+                # As for the in-process model: the server answers this with 404 "not supported".
+                raise NotImplementedError("explain is not supported by this model")
             result = await self._predict(body)
             status = "ok"
             return result, {}
