@@ -3,8 +3,9 @@
 - `python -m predictor --ray_replicas 2`: this project's server in front of the replicas;
 - `serve run` of the RayService's own Serve config: Serve's HTTP and gRPC proxies, the ingress.
 
-Each front door answers v1 and v2 REST and gRPC, refuses bad input with its status, batches in
-every replica, survives a killed replica, and (the server) drains on SIGTERM.
+Each front door answers v1 and v2 REST and gRPC, refuses bad input with its status and batches in
+every replica; through the server, a killed replica is replaced while requests keep being answered,
+and SIGTERM drains.
 """
 
 from __future__ import annotations
@@ -160,7 +161,10 @@ def test_batches_larger_than_one_form_in_each_replica(front_door):
 
 
 def test_a_killed_replica_is_restarted_and_requests_keep_being_answered(front_door):
-    _, running, app = front_door
+    kind, running, app = front_door
+    if kind != "server":
+        # Both front doors reach the replicas through the same RemoteClassifier; one restart is enough.
+        pytest.skip("tested through the server")
     before = replica_stats(running.process.pid, app, REPLICAS)
     victim = before[0]
     statuses: list[tuple[int, str | None]] = []
