@@ -20,6 +20,12 @@ from predictor.ray.serve_config import localize
 from .._server import REPO, free_port
 
 SERVE_CONFIG = REPO / "inferenceservices" / "ray" / "serve-config.yaml"
+# The `serve` command, with Ctrl-C restored: a process started in the background inherits SIGINT
+# ignored, and `serve run` shuts Serve down only on KeyboardInterrupt.
+_SERVE_CLI = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'serve'; from ray.serve.scripts import cli; sys.exit(cli())"
+)
 
 
 @dataclass
@@ -65,10 +71,9 @@ def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, re
     (directory / "serve-config.yaml").write_text(yaml.safe_dump(config))
     log = directory / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    serve = str(Path(sys.executable).with_name("serve"))
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [serve, "run", "--address", "local", str(directory / "serve-config.yaml")],
+            [sys.executable, "-c", _SERVE_CLI, "run", "--address", "local", str(directory / "serve-config.yaml")],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -205,7 +205,7 @@ def test_a_killed_replica_is_restarted_and_requests_keep_being_answered(front_do
 def test_sigterm_drains_the_requests_in_flight(front_door):
     kind, running, _ = front_door
     if kind != "server":
-        pytest.skip("SIGTERM drain is the server's; `serve run` stops on Ctrl-C (SIGINT), tested by teardown")
+        pytest.skip("SIGTERM drain is the server's; `serve run` stops on Ctrl-C and leaves draining to Serve")
     photo = jpeg("chelsea")
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(_v1, running.base_url, [photo] * 4) for _ in range(8)]
