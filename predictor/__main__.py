@@ -7,8 +7,10 @@ builds the configs from the parsed flags and starts one server or the `--workers
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from collections.abc import Callable
 
 from kserve import logging as kserve_logging
 from kserve import model_server
@@ -17,7 +19,8 @@ from .artifact import ArtifactError, fetch, read_spec
 from .batching import BatchingConfig
 from .engine import EngineConfig
 from .limits import RequestLimits
-from .model import ImageClassifier
+from .model import ImageClassifier, ImageModel
+from .ray.config import RayConfig
 from .server import PredictorServer, ServerConfig
 from .workers import Supervisor, follow_supervisor, worker_command
 
@@ -41,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     EngineConfig.add_flags(parser, "engine")
     BatchingConfig.add_flags(parser, "dynamic batching")
     RequestLimits.add_flags(parser, "request limits")
+    RayConfig.add_flags(parser, "Ray Serve (needs the `ray` extra)")
     return parser
+
+
+def _ray_model(ray_config: RayConfig) -> Callable[..., ImageModel]:
+    try:
+        from .ray.local import start_replicas
+    except ImportError as e:
+        raise ValueError(f"--ray_replicas needs the `ray` extra (pip install 'predictor[ray]'): {e}") from e
+    return functools.partial(start_replicas, ray_config=ray_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         batching = BatchingConfig.from_args(args)
         if args.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {args.workers}")
+        ray_config = RayConfig.from_args(args)
+        if ray_config.enabled and args.workers > 1:
+            raise ValueError("--ray_replicas and --workers are alternatives: choose one")
         storage_uri = args.storage_uri or None  # the supervisor hands its workers ""
         if args.workers > 1:
             # Fetch once, here: N workers downloading into one directory would race.
@@ -74,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker_command(argv, model_dir), workers=args.workers, grace_period_s=server_config.grace_period_s
             )
         else:
-            model = ImageClassifier(
+            model_class = _ray_model(ray_config) if ray_config.enabled else ImageClassifier
+            model = model_class(
                 args.model_name,
                 model_dir=args.model_dir,
                 storage_uri=storage_uri,

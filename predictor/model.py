@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import kserve
@@ -20,62 +21,31 @@ from .preprocess import EvalTransform
 logger = logging.getLogger(__name__)
 
 
-class ImageClassifier(kserve.Model):
-    def __init__(
-        self,
-        name: str,
-        *,
-        model_dir: str,
-        storage_uri: str | None = None,
-        engine_config: EngineConfig = EngineConfig(),
-        batching: BatchingConfig = BatchingConfig(),
-        limits: RequestLimits = RequestLimits(),
-    ) -> None:
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the request path needs to decode requests and encode answers: no weights."""
+
+    shape: codec.ModelShape
+    labels: tuple[str, ...]
+
+
+class ImageModel(kserve.Model):
+    """The request path every role shares: decode and check with the codec, count each outcome,
+    run the images somewhere (`infer`), encode the answer. Subclasses say where the images run:
+    this process's engine (`ImageClassifier`) or remote replicas."""
+
+    def __init__(self, name: str, *, limits: RequestLimits, request_timeout_ms: float | None) -> None:
         super().__init__(name)
-        self.model_dir = model_dir
-        self.storage_uri = storage_uri
-        self.engine_config = engine_config
-        self.batching = batching
         self.limits = limits
-        self.artifact: Artifact | None = None
-        # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.
-        self._engine: Engine | None = None
-        self.batcher: DynamicBatcher[Job, Prediction] | None = None
-        self._shape: codec.ModelShape | None = None
+        self.request_timeout_ms = request_timeout_ms
+        self.info: ModelInfo | None = None
 
-    def load(self) -> bool:
-        """Fetch, verify and load the artifact, warm the engine. Raises on any problem: never half-ready."""
-        directory = fetch(self.storage_uri, self.model_dir)
-        self.artifact = load_artifact(directory)
-        spec = self.artifact.spec
-        self._engine = Engine(self.artifact.module, EvalTransform.from_spec(spec), self.engine_config)
-        self._engine.warmup()
-        self.batcher = DynamicBatcher(self._engine, self.batching)
-        self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
-        logger.info(
-            "model %s ready: %s (%s) from %s on %s/%s",
-            self.name,
-            spec.architecture or spec.format,
-            spec.format,
-            directory,
-            self._engine.device,
-            self._engine.precision,
-        )
-        self.ready = True
-        return self.ready
+    async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
+        """Run the jobs within `timeout_ms` (None: no deadline); one prediction per job, in order."""
+        raise NotImplementedError
 
-    async def stop_serving(self) -> None:
-        """Graceful shutdown: refuse new work, finish everything queued and in flight."""
-        self.ready = False
-        if self.batcher is not None:
-            await self.batcher.close()
-
-    def stop(self) -> None:
-        self.ready = False
-        if self._engine is not None:
-            self._engine.close()
-
-    # ------------------------------------------------------------------ request path
+    def reject_if_full(self) -> None:
+        """Raise ServerBusy when the images could not even be queued: checked before decoding."""
 
     async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any) -> Any:
         """KServe's pipeline, counted: every outcome lands in predictor_requests_total."""
@@ -100,42 +70,42 @@ class ImageClassifier(kserve.Model):
         return payload
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> codec.DecodedRequest:
-        assert self._shape is not None and self.batcher is not None
+        if self.info is None:
+            raise errors.ServerBusy("the model is still loading; retry later")
         received_at = time.monotonic()
         # Under overload most requests are refused: refuse them before paying for base64 and headers.
-        self.batcher.reject_if_full()
+        self.reject_if_full()
         if isinstance(payload, InferRequest):
-            decoded = codec.decode_v2(payload, self._shape, self.limits)
+            decoded = codec.decode_v2(payload, self.info.shape, self.limits)
         else:
-            decoded = codec.decode_v1(payload, self._shape, self.limits)
+            decoded = codec.decode_v1(payload, self.info.shape, self.limits)
         decoded.received_at = received_at
         return decoded
 
     async def predict(
         self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None
     ) -> tuple[codec.DecodedRequest, list[Prediction]]:
-        assert self.batcher is not None
         k = codec.max_top_k(decoded)
-        timeout_ms = self.batching.request_timeout_ms
+        timeout_ms = self.request_timeout_ms
         if timeout_ms is not None:
-            # Decoding already spent part of the request's time: the batcher gets what is left.
+            # Decoding already spent part of the request's time: the images get what is left.
             timeout_ms -= (time.monotonic() - decoded.received_at) * 1000
-        predictions = await self.batcher.submit([Job(image, k) for image in decoded.images], timeout_ms)
+        predictions = await self.infer([Job(image, k) for image in decoded.images], timeout_ms)
         return decoded, predictions
 
     async def postprocess(
         self, result: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         decoded, predictions = result
-        assert self.artifact is not None
+        assert self.info is not None
         if decoded.v2_request is None:
-            return codec.encode_v1([p.top(decoded.top_k) for p in predictions], self.artifact.labels)
-        return codec.encode_v2(decoded, predictions, self.artifact.labels, self.name)
+            return codec.encode_v1([p.top(decoded.top_k) for p in predictions], self.info.labels)
+        return codec.encode_v2(decoded, predictions, self.info.labels, self.name)
 
     # ------------------------------------------------------------------ metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        s = self.artifact.spec.crop_size if self.artifact else -1
+        s = self.info.shape.crop_size if self.info else -1
         return [
             {"name": codec.INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
             {"name": codec.INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
@@ -146,3 +116,67 @@ class ImageClassifier(kserve.Model):
         return [
             {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
         ]
+
+
+class ImageClassifier(ImageModel):
+    """The model in this process: artifact, engine and dynamic batcher."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model_dir: str,
+        storage_uri: str | None = None,
+        engine_config: EngineConfig = EngineConfig(),
+        batching: BatchingConfig = BatchingConfig(),
+        limits: RequestLimits = RequestLimits(),
+    ) -> None:
+        super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
+        self.model_dir = model_dir
+        self.storage_uri = storage_uri
+        self.engine_config = engine_config
+        self.batching = batching
+        self.artifact: Artifact | None = None
+        # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.
+        self._engine: Engine | None = None
+        self.batcher: DynamicBatcher[Job, Prediction] | None = None
+
+    def load(self) -> bool:
+        """Fetch, verify and load the artifact, warm the engine. Raises on any problem: never half-ready."""
+        directory = fetch(self.storage_uri, self.model_dir)
+        self.artifact = load_artifact(directory)
+        spec = self.artifact.spec
+        self._engine = Engine(self.artifact.module, EvalTransform.from_spec(spec), self.engine_config)
+        self._engine.warmup()
+        self.batcher = DynamicBatcher(self._engine, self.batching)
+        self.info = ModelInfo(codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k), self.artifact.labels)
+        logger.info(
+            "model %s ready: %s (%s) from %s on %s/%s",
+            self.name,
+            spec.architecture or spec.format,
+            spec.format,
+            directory,
+            self._engine.device,
+            self._engine.precision,
+        )
+        self.ready = True
+        return self.ready
+
+    async def stop_serving(self) -> None:
+        """Graceful shutdown: refuse new work, finish everything queued and in flight."""
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self._engine is not None:
+            self._engine.close()
+
+    def reject_if_full(self) -> None:
+        assert self.batcher is not None
+        self.batcher.reject_if_full()
+
+    async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
+        assert self.batcher is not None
+        return await self.batcher.submit(jobs, timeout_ms)

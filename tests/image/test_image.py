@@ -203,14 +203,7 @@ def _archive(model_dir: Path, archive: Path) -> None:
     "archive",
     [
         "model.zip",
-        pytest.param(
-            "model.tar.gz",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="predictor.artifact unpacks tars with extractall(filter=...), which Debian bookworm's "
-                "Python 3.11.2 does not have (PEP 706 came in 3.11.4)",
-            ),
-        ),
+        "model.tar.gz",
     ],
 )
 def test_storage_uri_fetches_the_model_over_http_from_loopback(
