@@ -9,7 +9,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec, errors, metrics
+from . import codec, errors, metrics, triton
 from .artifact import Artifact, fetch, load_artifact
 from .batching import BatchingConfig, DynamicBatcher
 from .engine import Engine, EngineConfig
@@ -32,6 +32,7 @@ class ImageClassifier(kserve.Model):
         limits: RequestLimits = RequestLimits(),
     ) -> None:
         super().__init__(name)
+        metrics.bind_model(name)
         self.model_dir = model_dir
         self.storage_uri = storage_uri
         self.engine_config = engine_config
@@ -93,7 +94,8 @@ class ImageClassifier(kserve.Model):
         finally:
             metrics.INFLIGHT_REQUESTS.dec()
             metrics.REQUESTS.labels(status).inc()
-            metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
+            metrics.REQUEST_SECONDS.labels(status).observe(time.perf_counter() - start)
+            metrics.LAST_REQUEST_TIMESTAMP_SECONDS.set(time.time())
 
     def validate(self, payload: Any) -> Any:
         # KServe's check assumes a dict or InferRequest; ours is a DecodedRequest the codec already checked.
@@ -146,3 +148,22 @@ class ImageClassifier(kserve.Model):
         return [
             {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
         ]
+
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model configuration (GET /v2/models/{name}/config)."""
+        parameters = {"top_k": str(self._shape.default_top_k)} if self._shape else {}
+        if self.artifact is not None:
+            spec = self.artifact.spec
+            parameters |= {"format": spec.format, "num_classes": str(spec.num_classes)}
+            if spec.architecture:
+                parameters["architecture"] = spec.architecture
+        if self._engine is not None:
+            parameters |= {"device": str(self._engine.device), "precision": str(self._engine.precision)}
+        return triton.model_config(
+            self.name,
+            inputs=self.get_input_types(),
+            outputs=self.get_output_types(),
+            batching=self.batching,
+            limits=self.limits,
+            parameters=parameters,
+        )
