@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,10 @@ class RunningServer:
     def v2_url(self) -> str:
         return self.base_url + payloads.v2_path(self.model_name)
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client passes as `verify` to trust this server."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -110,7 +115,7 @@ class RunningServer:
                     f"predictor exited with {self.process.returncode} before ready:\n{self.log()[-4000:]}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2, verify=self.ca_file or True).status_code == 200:
+                if httpx.get(url, timeout=2, verify=self.verify()).status_code == 200:
                     return
             time.sleep(0.25)
         self.stop()

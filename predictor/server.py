@@ -74,10 +74,14 @@ def json_inference_request(body: bytes) -> InferenceRequest:
     try:
         return InferenceRequest.model_validate_json(body)
     except ValidationError as e:
-        raise InvalidInput(
-            f"v2 request body must be JSON, or binary with the '{v2_binary.HEADER}' header: "
-            + describe_validation_errors(e.errors())
-        ) from e
+        errors = e.errors()
+        if any(err["type"] == "json_invalid" for err in errors):
+            raise InvalidInput(
+                f"v2 request body must be JSON, or binary with the '{v2_binary.HEADER}' header: "
+                + describe_validation_errors(errors)
+            ) from e
+        # The same words as for a body labelled application/json (`_validation_error`).
+        raise InvalidInput("invalid request: " + describe_validation_errors(errors)) from e
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
