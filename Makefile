@@ -74,4 +74,5 @@ clean: ## Remove everything make created: venvs, models, benchmark and soak resu
 		.pytest_cache .hypothesis .ruff_cache .mypy_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
+include mk/image.mk
 include mk/deploy.mk

@@ -7,7 +7,7 @@ import pytest
 
 from .conftest import REPO_ROOT
 
-MK = (REPO_ROOT / "mk" / "deploy.mk").read_text()
+MK = "".join((REPO_ROOT / "mk" / name).read_text() for name in ("deploy.mk", "image.mk"))
 TARGETS = [
     "deploy-tools",
     "render",
