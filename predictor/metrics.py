@@ -39,12 +39,19 @@ _SECONDS_BUCKETS = (
 )
 
 
+# The values of the other labels, each series exposed from the start (at 0): a rate over a
+# series that appears only at its first event reads "no data", not 0, in dashboards and KEDA.
+STATUSES = ("ok", "invalid", "busy", "timeout", "error")  # predictor.errors' outcome labels
+STAGES = ("decode", "preprocess", "inference", "postprocess")
+
+
 class ModelMetric:
     """A metric family labelled with the served model's name first. `labels(...)` takes the
     family's other labels; `inc`, `dec`, `set` and `observe` act on the series without any."""
 
-    def __init__(self, family: MetricWrapperBase) -> None:
+    def __init__(self, family: MetricWrapperBase, values: tuple[str, ...] = ()) -> None:
         self.family = family
+        self._values = values
         self._children: dict[tuple[str, ...], Any] = {}
 
     def labels(self, *values: str) -> Any:
@@ -65,8 +72,10 @@ class ModelMetric:
     def observe(self, value: float) -> None:
         self.labels().observe(value)
 
-    def _forget(self) -> None:
+    def _bind(self) -> None:
         self._children.clear()
+        for value in self._values or [None]:
+            self.labels(*([] if value is None else [value]))
 
 
 BATCH_SIZE = ModelMetric(
@@ -84,24 +93,27 @@ STAGE_SECONDS = ModelMetric(
     Histogram(
         "predictor_stage_seconds",
         "Time per batch spent in each pipeline stage",
-        [MODEL_LABEL, "stage"],  # decode | preprocess | inference | postprocess
+        [MODEL_LABEL, "stage"],
         buckets=_SECONDS_BUCKETS,
-    )
+    ),
+    STAGES,
 )
 REQUEST_SECONDS = ModelMetric(
     Histogram(
         "predictor_request_seconds",
         "End-to-end time of an inference request inside the predictor, by outcome",
-        [MODEL_LABEL, "status"],  # as predictor_requests_total
+        [MODEL_LABEL, "status"],
         buckets=_SECONDS_BUCKETS,
-    )
+    ),
+    STATUSES,
 )
 REQUESTS = ModelMetric(
     Counter(
         "predictor_requests_total",
         "Inference requests by outcome",
-        [MODEL_LABEL, "status"],  # ok | invalid | busy | timeout | error
-    )
+        [MODEL_LABEL, "status"],
+    ),
+    STATUSES,
 )
 LAST_REQUEST_TIMESTAMP_SECONDS = ModelMetric(
     Gauge(
@@ -177,7 +189,7 @@ def bind_model(name: str) -> None:
     global _served_model
     _served_model = name
     for metric in _ALL:
-        metric._forget()
+        metric._bind()
 
 
 def served_model() -> str:

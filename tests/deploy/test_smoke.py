@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from isvctl import smoke
-
 from devtools import launcher
+from isvctl import smoke
 
 
 @pytest.fixture(scope="module")
