@@ -21,8 +21,10 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from .._images import CAT_CLASSES, b64, jpeg
-from .._server import free_port
+from devtools.launcher import free_port
+from devtools.payloads import b64
+from devtools.photos import CAT_CLASSES, jpeg
+
 from ._engine import MODEL_MOUNT, Container, Engine, PodSpec
 from ._lock import locked_versions
 
