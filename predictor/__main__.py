@@ -21,7 +21,8 @@ from .engine import EngineConfig
 from .limits import RequestLimits
 from .model import ImageClassifier, ImageModel
 from .ray.config import RayConfig
-from .server import PredictorServer, ServerConfig
+from .server import GrpcMessageLimits, PredictorServer, ServerConfig
+from .tls import TLSConfig
 from .workers import Supervisor, follow_supervisor, worker_command
 
 logger = logging.getLogger("predictor")
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     # KServe logs a line per request by default: about 7 % of the event loop's time in a
     # gRPC profile. The latency histograms on /metrics carry the same figures.
     parser.set_defaults(enable_latency_logging=False)
+    # KServe's gRPC message limits default to 8 MiB; unset, --max_body_bytes decides (GrpcMessageLimits).
+    parser.set_defaults(grpc_max_receive_message_length=None, grpc_max_send_message_length=None)
     EngineConfig.add_flags(parser, "engine")
     BatchingConfig.add_flags(parser, "dynamic batching")
     RequestLimits.add_flags(parser, "request limits")
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server_config = ServerConfig.from_args(args)
         limits = RequestLimits.from_args(args)
+        tls = TLSConfig.from_args(args)
+        # Checked here too, so that the --workers supervisor refuses before starting anything.
+        GrpcMessageLimits.reconcile(server_config, limits)
         engine_config = EngineConfig.from_args(args)
         batching = BatchingConfig.from_args(args)
         if args.workers < 1:
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             server = PredictorServer(
                 config=server_config,
                 limits=limits,
+                tls=tls,
                 http_port=args.http_port,
                 grpc_port=args.grpc_port,
                 max_threads=args.max_threads,

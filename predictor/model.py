@@ -10,7 +10,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec, errors, metrics
+from . import codec, errors, metrics, triton
 from .artifact import Artifact, fetch, load_artifact
 from .batching import BatchingConfig, DynamicBatcher
 from .engine import Engine, EngineConfig
@@ -36,6 +36,7 @@ class ImageModel(kserve.Model):
 
     def __init__(self, name: str, *, limits: RequestLimits, request_timeout_ms: float | None) -> None:
         super().__init__(name)
+        metrics.bind_model(name)
         self.limits = limits
         self.request_timeout_ms = request_timeout_ms
         self.info: ModelInfo | None = None
@@ -63,7 +64,8 @@ class ImageModel(kserve.Model):
         finally:
             metrics.INFLIGHT_REQUESTS.dec()
             metrics.REQUESTS.labels(status).inc()
-            metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
+            metrics.REQUEST_SECONDS.labels(status).observe(time.perf_counter() - start)
+            metrics.LAST_REQUEST_TIMESTAMP_SECONDS.set(time.time())
 
     def validate(self, payload: Any) -> Any:
         # KServe's check assumes a dict or InferRequest; ours is a DecodedRequest the codec already checked.
@@ -180,3 +182,22 @@ class ImageClassifier(ImageModel):
     async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
         assert self.batcher is not None
         return await self.batcher.submit(jobs, timeout_ms)
+
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model configuration (GET /v2/models/{name}/config)."""
+        parameters = {"top_k": str(self.info.shape.default_top_k)} if self.info else {}
+        if self.artifact is not None:
+            spec = self.artifact.spec
+            parameters |= {"format": spec.format, "num_classes": str(spec.num_classes)}
+            if spec.architecture:
+                parameters["architecture"] = spec.architecture
+        if self._engine is not None:
+            parameters |= {"device": str(self._engine.device), "precision": str(self._engine.precision)}
+        return triton.model_config(
+            self.name,
+            inputs=self.get_input_types(),
+            outputs=self.get_output_types(),
+            batching=self.batching,
+            limits=self.limits,
+            parameters=parameters,
+        )

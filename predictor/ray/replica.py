@@ -69,7 +69,7 @@ class ImageClassifierReplica:
 
     def stats(self) -> ReplicaStats:
         count = total = single = 0.0
-        for family in metrics.BATCH_SIZE.collect():
+        for family in metrics.BATCH_SIZE.family.collect():
             for sample in family.samples:
                 if sample.name.endswith("_count"):
                     count = sample.value
