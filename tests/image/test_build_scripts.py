@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,3 +80,22 @@ def test_pip_settings_come_from_config_files_and_pip_variables_the_variables_win
     assert settings[("global", "find-links")] == "/srv/wheels"
     assert settings[("global", "default-timeout")] == "77"
     assert settings[("install", "no-compile")] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("image", "ray_image"),
+    [
+        ("ghcr.io/example/image-classifier-predictor:0.1.0", "ghcr.io/example/image-classifier-predictor-ray:0.1.0"),
+        ("registry.example.com:5000/predictor:0.2.0", "registry.example.com:5000/predictor-ray:0.2.0"),
+        ("registry.example.com:5000/predictor", "registry.example.com:5000/predictor-ray"),
+    ],
+)
+def test_the_ray_image_is_named_after_the_predictor_image(image, ray_image):
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "push-ray", f"IMAGE={image}"],
+        cwd=LOCK.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert planned.split()[-1] == ray_image
