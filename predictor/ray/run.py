@@ -65,7 +65,7 @@ def drain(names: list[str]) -> None:
     for name in names:
         logger.info("draining Serve application %s", name)
         serve.delete(name)
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]  # Ray Serve does not annotate it
     ray.shutdown()
 
 
