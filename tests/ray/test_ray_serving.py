@@ -138,7 +138,8 @@ def test_bad_input_is_a_400_naming_the_problem_and_nothing_breaks(front_door):
     with pytest.raises(grpc.RpcError) as raised:
         _grpc_infer(running.grpc_url, _image_request(b"x", name="nope"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "unknown input 'nope'" in raised.value.details()
+    # A BYTES input is the image whatever its name: these bytes are not one.
+    assert "image format not recognised" in raised.value.details()
     assert "Traceback" not in raised.value.details()
     with pytest.raises(grpc.RpcError) as raised:
         _grpc_infer(running.grpc_url, pb.ModelInferRequest(model_name="missing"))
