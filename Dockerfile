@@ -20,8 +20,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/pip
-COPY requirements.txt scripts/image/split_lock.py /src/
-RUN python3.11 /src/split_lock.py /src/requirements.txt /locks
+COPY requirements.txt requirements-ray.txt scripts/image/split_lock.py /src/
+# EXTRAS: see the extras layer of the final stage.
+ARG EXTRAS=""
+RUN python3.11 /src/split_lock.py /src/requirements.txt /locks --extras "$EXTRAS"
 
 # --- final
 FROM python AS final
@@ -58,6 +60,22 @@ COPY --from=installer /locks/3-python.txt /opt/venv/requirements/
 RUN --mount=type=bind,from=installer,source=/opt/pip,target=/opt/pip \
     /opt/pip/bin/pip --python /opt/venv/bin/python install --no-deps --require-hashes --only-binary :all: \
         --no-cache-dir --disable-pip-version-check --requirement /opt/venv/requirements/3-python.txt
+
+# The extras layer. `make image-ray` builds with EXTRAS=ray: the Ray image for KubeRay's RayService, which is
+# this image plus the `ray` extra (requirements-ray.txt, less what the layers above hold) and wget, which
+# KubeRay's readiness probe of a RayService worker runs. Above it both images share every layer; below it
+# only the small code layers differ, so a code change never reinstalls Ray. Empty in the predictor image.
+ARG EXTRAS=""
+COPY --from=installer /locks/4-extras.txt /opt/venv/requirements/
+# hadolint ignore=DL3008
+RUN --mount=type=bind,from=installer,source=/opt/pip,target=/opt/pip \
+    if [ -n "$EXTRAS" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends wget \
+        && rm -rf /var/lib/apt/lists/* \
+        && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-deps --require-hashes --only-binary :all: \
+            --no-cache-dir --disable-pip-version-check --requirement /opt/venv/requirements/4-extras.txt; \
+    fi
 
 # The server itself: a plain package on the venv's path, compiled like its dependencies.
 COPY predictor/ /opt/venv/lib/python3.11/site-packages/predictor/

@@ -20,15 +20,20 @@ ENGINE_BUILD_FLAGS = --format docker --layers --network host \
 	$$($(PYTHON_BOOTSTRAP) scripts/image/pip_config.py "$$pipdir" $(if $(wildcard $(PYTHON)),$(PYTHON),$(PYTHON_BOOTSTRAP)) -m pip)
 endif
 
-# What the image tests read from the environment.
+# uv pip compile's settings for both locks: the image's Python and platform (bookworm's glibc), every file hashed.
+LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36
+
+# What the image tests read from the environment (and RAY_IMAGE, from mk/ray.mk).
 export IMAGE CONTAINER_ENGINE
 
 ##@ Container image
 
+# The Ray image is the predictor image plus one layer, so its lock is constrained to keep every pin of the main one.
 .PHONY: lock
-lock: install ## Resolve pyproject.toml's dependencies into requirements.txt (hash-pinned; what the image installs)
-	$(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_36 --output-file requirements.txt
+lock: install ## Resolve pyproject.toml into requirements.txt and, with the ray extra, requirements-ray.txt (hash-pinned)
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --output-file requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra ray --constraint requirements.txt $(LOCK_FLAGS) \
+		--output-file requirements-ray.txt
 
 .PHONY: image-base
 image-base: ## Make the Dockerfile's base image available: pulled, or else built here from Debian packages
@@ -40,8 +45,13 @@ image: image-base ## Build the predictor image IMAGE with docker or podman (CONT
 	pipdir=$$(mktemp -d) && trap 'rm -rf "$$pipdir"' EXIT && \
 		$(CONTAINER_ENGINE) build $(ENGINE_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) --tag $(IMAGE) .
 
+.PHONY: image-ray
+image-ray: image-base ## Build the Ray image RAY_IMAGE: IMAGE's layers plus one with the ray extra (for the RayService)
+	pipdir=$$(mktemp -d) && trap 'rm -rf "$$pipdir"' EXIT && \
+		$(CONTAINER_ENGINE) build $(ENGINE_BUILD_FLAGS) $(IMAGE_BUILD_ARGS) --build-arg EXTRAS=ray --tag $(RAY_IMAGE) .
+
 .PHONY: image-test
-image-test: install image ## Build IMAGE, then run it as Kubernetes would and classify over v1, v2 REST and v2 gRPC
+image-test: install image image-ray ## Build IMAGE and RAY_IMAGE, then run them as Kubernetes and KubeRay would and classify
 	$(PYTHON) -m pytest tests/image $(PYTEST_ARGS)
 
 .PHONY: image-size
@@ -52,5 +62,9 @@ image-size: install image ## Measure IMAGE: per layer and per package, uncompres
 push: ## Push IMAGE to its registry
 	$(CONTAINER_ENGINE) push $(IMAGE)
 
-# The suite includes the image tests, so `make test` builds the image first (cached layers keep reruns short).
-test: image
+.PHONY: push-ray
+push-ray: ## Push RAY_IMAGE to its registry
+	$(CONTAINER_ENGINE) push $(RAY_IMAGE)
+
+# The suite includes the image tests, so `make test` builds both images first (cached layers keep reruns short).
+test: image image-ray

@@ -54,9 +54,14 @@ class PodSpec:
     @classmethod
     def from_serving_runtime(cls) -> PodSpec:
         runtime = _serving_runtime()
-        container = runtime["spec"]["containers"][0]
-        security = container["securityContext"]
-        sizes = {v["name"]: v.get("emptyDir", {}).get("sizeLimit", "") for v in runtime["spec"].get("volumes", [])}
+        return cls.from_pod(runtime["spec"], runtime["spec"]["containers"][0])
+
+    @classmethod
+    def from_pod(cls, pod: dict, container: dict) -> PodSpec:
+        """A pod spec (or a ServingRuntime's, which has the same fields) and one of its containers, whose
+        securityContext overrides the pod's field by field, as in Kubernetes."""
+        security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+        sizes = {v["name"]: v.get("emptyDir", {}).get("sizeLimit", "") for v in pod.get("volumes", [])}
         return cls(
             user=f"{security['runAsUser']}:{security['runAsGroup']}",
             read_only_root=security.get("readOnlyRootFilesystem", False),
@@ -72,13 +77,18 @@ class PodSpec:
             if engine.name == "podman":
                 flags.append("--read-only-tmpfs=false")  # podman would add tmpfs on /tmp, /var/tmp, /run
         for path, size in self.writable_paths.items():
-            # An emptyDir: empty, mode 0777, at most sizeLimit (Ki/Mi/Gi -> k/m/g).
-            options = "rw,mode=0777" + (f",size={size[:-1].lower()}" if size else "")
+            # An emptyDir: empty, mode 0777, at most sizeLimit.
+            options = "rw,mode=0777" + (f",size={engine_size(size)}" if size else "")
             flags += ["--tmpfs", f"{path}:{options}"]
         flags += [f"--cap-drop={cap}" for cap in self.drop_capabilities]
         if self.no_new_privileges:
             flags += ["--security-opt", "no-new-privileges"]
         return flags
+
+
+def engine_size(quantity: str) -> str:
+    """A Kubernetes binary quantity (16Gi) as docker and podman write sizes (16g)."""
+    return quantity[:-1].lower() if quantity.endswith("i") else quantity
 
 
 def _serving_runtime() -> dict:

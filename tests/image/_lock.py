@@ -1,4 +1,5 @@
-"""requirements.txt (the image's lock) and pyproject.toml (its source), read for the tests."""
+"""The image's locks, requirements.txt and requirements-ray.txt (the Ray image's), and their source,
+pyproject.toml, read for the tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.txt"
+# The main lock plus the `ray` extra, constrained to the main lock's pins.
+RAY_LOCK = REPO / "requirements-ray.txt"
 PYPROJECT = REPO / "pyproject.toml"
 # One lock entry: the pin, its hashes, and the `# via` lines that say who asked for it.
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s\\]+)[^\n]*(?P<body>(?:\n[ \t].*)*)", re.M)
@@ -23,13 +26,17 @@ def pyproject() -> dict:
     return tomllib.loads(PYPROJECT.read_text())
 
 
-def locked_entries() -> dict[str, tuple[str, str]]:
+def locked_entries(lock: Path = LOCK) -> dict[str, tuple[str, str]]:
     """Normalised name -> (version, the entry's hash and `# via` lines)."""
-    return {normalise(m["name"]): (m["version"], m["body"]) for m in _ENTRY.finditer(LOCK.read_text())}
+    return {normalise(m["name"]): (m["version"], m["body"]) for m in _ENTRY.finditer(lock.read_text())}
 
 
-def locked_versions() -> dict[str, str]:
-    return {name: version for name, (version, _) in locked_entries().items()}
+def locked_versions(lock: Path = LOCK) -> dict[str, str]:
+    return {name: version for name, (version, _) in locked_entries(lock).items()}
+
+
+def hashes(body: str) -> set[str]:
+    return set(re.findall(r"--hash=sha256:([0-9a-f]{64})", body))
 
 
 def requirements(group: list[str]) -> dict[str, Requirement]:

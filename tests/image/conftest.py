@@ -1,7 +1,7 @@
-"""Fixtures for the image tests: the built image (`make image`), the engine, and the default model, readable by
-the image's user.
+"""Fixtures for the image tests: the built images (`make image`, `make image-ray`), the engine, and the default
+model, readable by the image's user.
 
-IMAGE and CONTAINER_ENGINE come from the environment, as `make image-test` and `make test` export them.
+IMAGE, RAY_IMAGE and CONTAINER_ENGINE come from the environment, as `make image-test` and `make test` export them.
 """
 
 from __future__ import annotations
@@ -20,14 +20,23 @@ def engine() -> Engine:
     return Engine(os.environ.get("CONTAINER_ENGINE", "podman"))
 
 
-@pytest.fixture(scope="session")
-def image(engine) -> str:
-    name = os.environ.get("IMAGE")
+def _built(engine: Engine, variable: str) -> str:
+    name = os.environ.get(variable)
     if not name:
-        pytest.fail("IMAGE is not set: run `make image-test` (or `make test`), which builds the image first")
+        pytest.fail(f"{variable} is not set: run `make image-test` (or `make test`), which builds the images first")
     if not engine.has_image(name):
         pytest.fail(f"{engine.name} has no image {name}: run `make image-test`, which builds it")
     return name
+
+
+@pytest.fixture(scope="session")
+def image(engine) -> str:
+    return _built(engine, "IMAGE")
+
+
+@pytest.fixture(scope="session")
+def ray_image(engine) -> str:
+    return _built(engine, "RAY_IMAGE")
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,15 @@
-"""The scripts the image build runs: the lock split into layers, and the host's pip settings handed to podman."""
+"""The scripts the image build runs: the locks split into layers, and the host's pip settings handed to podman."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
-from ._lock import LOCK, locked_entries
+import pytest
+
+from ._lock import LOCK, RAY_LOCK, locked_entries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "image"))
 import pip_config
@@ -23,6 +26,26 @@ def test_the_layers_hold_every_locked_package_once_with_its_hashes():
     assert "".join(b for blocks in layers.values() for b in blocks).count("--hash=sha256:") == LOCK.read_text().count(
         "--hash=sha256:"
     )
+
+
+def test_the_extras_layer_holds_what_the_ray_lock_adds_and_is_empty_without_extras(tmp_path):
+    split_lock.main([str(LOCK), str(tmp_path / "ray"), "--extras", "ray"])
+    split_lock.main([str(LOCK), str(tmp_path / "plain")])
+    added = set(locked_entries(RAY_LOCK)) - set(locked_entries(LOCK))
+    layer = (tmp_path / "ray" / "4-extras.txt").read_text()
+    assert set(split_lock.entries(layer)) == added and "ray" in added
+    assert layer.count("==") == len(added) and "--hash=sha256:" in layer
+    assert (tmp_path / "plain" / "4-extras.txt").read_text() == ""
+    for name in ("1-cuda.txt", "2-torch.txt", "3-python.txt"):  # the layers both images share
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "plain" / name).read_text()
+
+
+def test_an_extra_lock_that_pins_a_shared_package_differently_stops_the_build():
+    lock = LOCK.read_text()
+    numpy = split_lock.entries(lock)["numpy"]
+    other = numpy.replace(numpy.split("==", 1)[1].split()[0], "0.0.1", 1)
+    with pytest.raises(ValueError, match="pins numpy unlike the main lock"):
+        split_lock.extras_layer(lock, {"requirements-ray.txt": lock.replace(numpy, other)})
 
 
 def test_local_paths_in_pip_settings_are_mounted_under_the_builds_home(tmp_path):
@@ -57,3 +80,25 @@ def test_pip_settings_come_from_config_files_and_pip_variables_the_variables_win
     assert settings[("global", "find-links")] == "/srv/wheels"
     assert settings[("global", "default-timeout")] == "77"
     assert settings[("install", "no-compile")] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("image", "ray_image"),
+    [
+        ("ghcr.io/example/image-classifier-predictor:0.1.0", "ghcr.io/example/image-classifier-predictor-ray:0.1.0"),
+        ("registry.example.com:5000/predictor:0.2.0", "registry.example.com:5000/predictor-ray:0.2.0"),
+        ("registry.example.com:5000/predictor", "registry.example.com:5000/predictor-ray"),
+    ],
+)
+def test_the_ray_image_is_named_after_the_predictor_image(image, ray_image):
+    # Without what `make image-test` exports or passes down, which would name the images instead.
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE", "RAY_IMAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "push-ray", f"IMAGE={image}"],
+        cwd=LOCK.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
+    assert planned.split()[-1] == ray_image

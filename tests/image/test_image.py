@@ -21,6 +21,7 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
+from devtools import metrics
 from devtools.launcher import free_port
 from devtools.payloads import b64
 from devtools.photos import CAT_CLASSES, jpeg
@@ -278,10 +279,8 @@ def test_stop_with_requests_in_flight_answers_every_one_and_exits_0(engine, imag
     body = {"instances": [{"b64": b64(jpeg("chelsea"))}] * 4}
 
     def inflight(client: httpx.Client) -> float:
-        m = re.search(
-            r"^predictor_inflight_requests ([0-9.]+)$", client.get(f"{container.http_url}/metrics").text, re.M
-        )
-        return float(m.group(1)) if m else 0.0
+        scraped = metrics.parse(client.get(f"{container.http_url}/metrics").text)
+        return scraped.get("predictor_inflight_requests", 0.0, model_name=container.model_name) or 0.0
 
     try:
         with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=n + 4)) as client:

@@ -19,12 +19,6 @@ from devtools.launcher import REPO, free_port
 from predictor.ray.serve_config import localize
 
 SERVE_CONFIG = REPO / "inferenceservices" / "ray" / "serve-config.yaml"
-# The `serve` command, with Ctrl-C restored: a process started in the background inherits SIGINT
-# ignored, and `serve run` shuts Serve down only on KeyboardInterrupt.
-_SERVE_CLI = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "sys.argv[0] = 'serve'; from ray.serve.scripts import cli; sys.exit(cli())"
-)
 
 
 @dataclass
@@ -47,9 +41,9 @@ class ServeApp:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 60) -> int:
-        # Ctrl-C: `serve run` shuts Serve down (replicas drain) and stops its Ray instance.
+        # What Kubernetes sends: the runner drains the applications, stops Serve and its Ray instance.
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -59,7 +53,7 @@ class ServeApp:
 
 
 def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, ready_timeout_s: float = 300) -> ServeApp:
-    """`serve run` of the RayService's own Serve config, localized as `make serve-ray` does."""
+    """The RayService's own Serve config, localized and run as `make serve-ray` runs it (`predictor.ray.run`)."""
     http_port, grpc_port = free_port(), free_port()
     config = localize(
         yaml.safe_load(SERVE_CONFIG.read_text()), model_dir=str(model_dir), http_port=http_port, grpc_port=grpc_port
@@ -72,7 +66,7 @@ def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, re
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE_CLI, "run", "--address", "local", str(directory / "serve-config.yaml")],
+            [sys.executable, "-m", "predictor.ray.run", str(directory / "serve-config.yaml")],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -82,7 +76,7 @@ def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, re
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"serve run exited with {process.returncode}:\n{app.log()[-4000:]}")
+            raise RuntimeError(f"predictor.ray.run exited with {process.returncode}:\n{app.log()[-4000:]}")
         try:
             if httpx.get(f"{app.base_url}/v2/models/{model_name}/ready", timeout=2).status_code == 200:
                 return app
