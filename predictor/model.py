@@ -135,14 +135,7 @@ class ImageClassifier(kserve.Model):
     # ------------------------------------------------------------------ metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        s = self.artifact.spec.crop_size if self.artifact else -1
-        return [
-            {"name": codec.INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
-            {"name": codec.INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
-            {"name": codec.INPUT_TENSOR, "datatype": "FP32", "shape": [-1, 3, s, s]},
-        ]
+        return codec.input_types(self.artifact.spec.crop_size if self.artifact else -1)
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
-        ]
+        return codec.output_types()
