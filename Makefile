@@ -75,3 +75,4 @@ clean: ## Remove everything make created: venvs, models, benchmark and soak resu
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 include mk/deploy.mk
+include mk/pipeline.mk

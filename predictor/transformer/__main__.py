@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--storage_uri", default=None, help="Where to fetch the artifact from into --model_dir")
     ServerConfig.add_flags(parser)
-    parser.set_defaults(enable_latency_logging=False, predictor_protocol="grpc-v2")
+    # Calls in flight: enough to keep every predictor pod behind the round_robin busy (the predictor's
+    # own default, 2, would leave all but two pods idle); each call still coalesces what has queued.
+    parser.set_defaults(enable_latency_logging=False, predictor_protocol="grpc-v2", max_concurrent_batches=8)
     TransformerConfig.add_flags(parser, "predictor hop")
     BatchingConfig.add_flags(parser, "coalescing into predictor calls")
     RequestLimits.add_flags(parser, "request limits")
