@@ -576,3 +576,69 @@ def hpa(isvc: dict[str, Any]) -> dict[str, Any]:
             "metrics": metrics,
         },
     }
+
+
+# -- InferenceGraph -----------------------------------------------------------------------------------
+
+INFERENCE_GRAPH_LABEL = "serving.kserve.io/inferencegraph"  # constants.InferenceGraphLabel
+
+
+def graph_router_deployment(
+    graph: dict[str, Any], service_urls: dict[str, str], *, generation: int = 1
+) -> dict[str, Any]:
+    """The router's Deployment in Standard mode, rolled out: InferenceGraphReconciler.Reconcile
+    resolves each serviceName into serviceUrl (GetPredictorEndpoint), then createInferenceGraphPodSpec
+    puts the whole spec into --graph-json and constructForRawDeployment names it after the graph
+    (pkg/controller/v1alpha1/inferencegraph/controller.go, raw_ig.go)."""
+    spec = copy.deepcopy(graph["spec"])
+    for node in spec["nodes"].values():
+        for step in node.get("steps") or []:
+            if step.get("serviceName") and not step.get("serviceUrl"):
+                step["serviceUrl"] = service_urls[step["serviceName"]]
+    name = graph["metadata"]["name"]
+    labels = {**(graph["metadata"].get("labels") or {}), INFERENCE_GRAPH_LABEL: name, "app": f"isvc.{name}"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": graph["metadata"]["namespace"],
+            "generation": generation,
+            "labels": labels,
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": f"isvc.{name}"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": name, "image": "kserve/router", "args": ["--graph-json", json.dumps(spec)]}
+                    ],
+                    "automountServiceAccountToken": False,
+                },
+            },
+        },
+        "status": {
+            "observedGeneration": generation,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True"}],
+        },
+    }
+
+
+def graph_status(deployment_doc: dict[str, Any], url: str) -> dict[str, Any]:
+    """PropagateRawStatus (raw_ig.go): Ready when the Deployment is Available; observedGeneration is
+    the Deployment's, not the graph's."""
+    available = any(
+        c["type"] == "Available" and c["status"] == "True" for c in deployment_doc["status"].get("conditions") or []
+    )
+    status: dict[str, Any] = {
+        "observedGeneration": deployment_doc["status"]["observedGeneration"],
+        "deploymentMode": "Standard",
+    }
+    if available:
+        status.update(url=url, conditions=[_condition("Ready", "True")])
+    return status

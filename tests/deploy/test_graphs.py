@@ -13,7 +13,7 @@ import pytest
 from . import admission, crd_schema
 from .conftest import MANIFESTS, kustomize
 from .graph_router import exists, lint, recorded
-from .test_schemas import KUBERNETES_VERSION
+from .test_schemas import CORE_KINDS, KUBERNETES_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_examples_are_a_cascade_an_ensemble_with_its_combiner_and_a_splitter
 
 def test_every_object_is_valid_against_its_schema(objects):
     for obj in objects:
-        if obj["kind"] == "NetworkPolicy":
+        if obj["kind"] in CORE_KINDS:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         else:
             assert crd_schema.errors(obj) == [], obj["metadata"]["name"]
