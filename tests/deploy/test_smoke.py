@@ -5,14 +5,13 @@ import json
 
 import pytest
 
+from devtools import launcher
 from isvctl import smoke
-
-from .. import _server
 
 
 @pytest.fixture(scope="module")
 def predictor(default_model_dir):
-    running = _server.start(default_model_dir, "--max_batch_size", "4", model_name="image-classifier")
+    running = launcher.start(default_model_dir, "--max_batch_size", "4", model_name="image-classifier")
     yield running
     running.stop()
 
