@@ -256,6 +256,20 @@ def test_bad_input_is_the_transformers_own_400_and_it_keeps_serving(transformer,
     transformer.assert_still_serving()
 
 
+def test_a_predictor_serving_another_artifact_is_a_502_not_wrong_names(small_model_dir, tmp_path):
+    other = tmp_path / "relabelled"
+    make_small_artifact(other, labels=[f"other_{i}" for i in range(10)])
+    predictor = launcher.start(other, "--device", "cpu")
+    transformer = launcher.start_transformer(small_model_dir, predictor)
+    try:
+        r = transformer.post_v1(v1_body(jpeg("chelsea")))
+        assert r.status_code == 502, r.text
+        assert "serve different artifacts; deploy both from one storageUri" in r.json()["error"]
+    finally:
+        assert transformer.stop() == 0
+        predictor.stop()
+
+
 # ----------------------------------------------------------------------------- a predictor that goes away
 
 

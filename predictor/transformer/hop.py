@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from ..codec import INPUT_PIXELS, INPUT_TENSOR, OUTPUT_INDICES, OUTPUT_PROBABILITIES, PIXELS_CROPPED
+from ..codec import INPUT_PIXELS, INPUT_TENSOR, OUTPUT_INDICES, OUTPUT_NAMES, OUTPUT_PROBABILITIES, PIXELS_CROPPED
 from ..errors import DeadlineExceeded, PredictorError, ServerBusy
 from ..jobs import Prediction
 from . import metrics
@@ -153,10 +154,15 @@ class ChannelPool:
 
 
 class PredictorClient:
-    def __init__(self, pool: ChannelPool, model_name: str, *, max_timeout_s: float) -> None:
+    def __init__(
+        self, pool: ChannelPool, model_name: str, *, max_timeout_s: float, labels: tuple[str, ...] = ()
+    ) -> None:
+        """`labels`: the transformer's own (from its model.json); every answer's class names are
+        checked against them, so a predictor serving another artifact fails loudly, not with wrong names."""
         self.pool = pool
         self.model_name = model_name
         self.max_timeout_s = max_timeout_s
+        self.labels = labels
 
     async def infer(self, batch: Batch, deadline: float) -> list[Prediction]:
         """One ModelInfer for the whole batch, answered before `deadline` (time.monotonic())."""
@@ -173,7 +179,20 @@ class PredictorClient:
             raise hop_error(e, timeout_s) from e
         finally:
             metrics.PREDICTOR_CALL_SECONDS.labels(code).observe(time.perf_counter() - started)
-        return _predictions(response, len(batch.array))
+        predictions, names = _predictions(response, len(batch.array))
+        self._check_labels(predictions, names)
+        return predictions
+
+    def _check_labels(self, predictions: list[Prediction], names: list[list[str]]) -> None:
+        for prediction, row in zip(predictions, names, strict=True):
+            for index, name in zip(prediction.indices, row, strict=True):
+                ours = self.labels[index] if index < len(self.labels) else None
+                if ours != name:
+                    logger.error("the predictor names class %d %r, the transformer's labels %r", index, name, ours)
+                    raise PredictorFailed(
+                        f"the predictor names class {index} {name!r} where the transformer's labels say {ours!r}: "
+                        "the two serve different artifacts; deploy both from one storageUri"
+                    )
 
     def _request(self, batch: Batch) -> Any:
         request = pb.ModelInferRequest(model_name=self.model_name)
@@ -183,7 +202,7 @@ class PredictorClient:
         if batch.cropped:
             tensor.parameters[PIXELS_CROPPED].bool_param = True
         request.raw_input_contents.append(np.ascontiguousarray(batch.array).tobytes())
-        for output in (OUTPUT_INDICES, OUTPUT_PROBABILITIES):
+        for output in (OUTPUT_INDICES, OUTPUT_PROBABILITIES, OUTPUT_NAMES):
             request.outputs.add(name=output)
         return request
 
@@ -202,27 +221,47 @@ _NUMPY = {"INT64": np.int64, "FP32": np.float32}
 _CONTENTS = {"INT64": "int64_contents", "FP32": "fp32_contents"}
 
 
-def _predictions(response: Any, count: int) -> list[Prediction]:
+def _predictions(response: Any, count: int) -> tuple[list[Prediction], list[list[str]]]:
+    """The rows of the answer, and each row's class names."""
     outputs: dict[str, np.ndarray] = {}
     raw: Sequence[bytes] = response.raw_output_contents
     for i, output in enumerate(response.outputs):
-        if output.datatype not in _NUMPY:
-            continue
+        shape = list(output.shape)
         if len(raw) == len(response.outputs):
-            array = np.frombuffer(raw[i], dtype=_NUMPY[output.datatype])
-        else:
+            if output.datatype == "BYTES":
+                array = np.array(_length_prefixed(raw[i]), dtype=np.object_)
+            elif output.datatype in _NUMPY:
+                array = np.frombuffer(raw[i], dtype=_NUMPY[output.datatype])
+            else:
+                continue
+        elif output.datatype == "BYTES":
+            array = np.array(list(output.contents.bytes_contents), dtype=np.object_)
+        elif output.datatype in _NUMPY:
             array = np.asarray(getattr(output.contents, _CONTENTS[output.datatype]), dtype=_NUMPY[output.datatype])
-        outputs[output.name] = array.reshape(list(output.shape))
+        else:
+            continue
+        outputs[output.name] = array.reshape(shape)
     try:
-        indices, probabilities = outputs[OUTPUT_INDICES], outputs[OUTPUT_PROBABILITIES]
+        indices, probabilities, names = (outputs[o] for o in (OUTPUT_INDICES, OUTPUT_PROBABILITIES, OUTPUT_NAMES))
     except KeyError as e:
-        raise PredictorFailed(f"the predictor's answer has no {e.args[0]!r} output") from e
-    if indices.shape[0] != count or indices.shape != probabilities.shape:
+        raise PredictorFailed(f"the predictor's answer lacks an output it was asked for: {e}") from e
+    if indices.shape[0] != count or not indices.shape == probabilities.shape == names.shape:
         raise PredictorFailed(
             f"the predictor answered {indices.shape[0]} rows for {count} images (shapes {list(indices.shape)}, "
-            f"{list(probabilities.shape)})"
+            f"{list(probabilities.shape)}, {list(names.shape)})"
         )
-    return [
+    predictions = [
         Prediction(indices=[int(x) for x in i], probabilities=[float(p) for p in row])
         for i, row in zip(indices, probabilities, strict=True)
     ]
+    return predictions, [[bytes(n).decode(errors="replace") for n in row] for row in names]
+
+
+def _length_prefixed(raw: bytes) -> list[bytes]:
+    """Triton's BYTES wire format: a 4-byte little-endian length before each element."""
+    items, offset = [], 0
+    while offset + 4 <= len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        items.append(raw[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return items

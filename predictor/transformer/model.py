@@ -88,7 +88,9 @@ class ImageTransformer(kserve.Model):
             retries=self.config.predictor_request_retries,
             close_grace_s=min(timeout_s, (self.batching.request_timeout_ms or timeout_s * 1000) / 1000),
         )
-        self.client = PredictorClient(pool, self.config.predictor_model_name or self.name, max_timeout_s=timeout_s)
+        self.client = PredictorClient(
+            pool, self.config.predictor_model_name or self.name, max_timeout_s=timeout_s, labels=self.labels
+        )
         self.batcher = DynamicBatcher(self._call_predictor, self.batching, metrics.QUEUE)
         logger.info(
             "transformer %s ready: %s px crops of %s for %s at %s (%d channels, round_robin)",
