@@ -28,12 +28,12 @@ $(VENV)/.installed: pyproject.toml isvctl/pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch/torchvision are pinned in pyproject; pip takes them from the local wheel cache where one exists.
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,ray]'
 	$(PYTHON) -m pip install --quiet -e './isvctl[deploy]'
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv and install the predictor with its dev extras
+install: $(VENV)/.installed ## Create .venv and install the predictor with its dev and ray extras
 
 $(MODEL_DIR)/model.json: | $(VENV)/.installed
 	$(PYTHON) scripts/export_model.py --output $(MODEL_DIR)
@@ -74,5 +74,7 @@ clean: ## Remove everything make created: venvs, models, benchmark and soak resu
 		.pytest_cache .hypothesis .ruff_cache .mypy_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
+include mk/image.mk
 include mk/deploy.mk
 include mk/pipeline.mk
+include mk/ray.mk

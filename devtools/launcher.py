@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,12 @@ class RunningServer:
     http_port: int
     grpc_port: int
     log_path: Path
+    # A server started with TLS: the CA (PEM) that its certificate chains to.
+    ca_file: str | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
@@ -56,6 +59,10 @@ class RunningServer:
     @property
     def v2_url(self) -> str:
         return self.base_url + payloads.v2_path(self.model_name)
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client passes as `verify` to trust this server."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -108,7 +115,7 @@ class RunningServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode} before ready:\n{self.log()[-4000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2, verify=self.verify()).status_code == 200:
                     return
             time.sleep(0.25)
         self.stop()
@@ -147,14 +154,18 @@ def launch(
     log_path: Path | None = None,
     threads: int | None = TEST_THREADS,
     module: str = "predictor",
+    env: dict[str, str] | None = None,
     http_port: int | None = None,
     grpc_port: int | None = None,
+    ca_file: str | None = None,
 ) -> RunningServer:
     """Start the server and return at once (see `RunningServer.wait_ready`), on free ports unless given.
 
     `args` are more flags; `threads` sets OMP_NUM_THREADS unless the environment already
     does (None: torch's default, every core, as a benchmark wants); `module` is the role
-    (`predictor`, `predictor.transformer`, `predictor.combiner`)."""
+    (`predictor`, `predictor.transformer`, `predictor.combiner`); `env` adds to the environment.
+    `http_port`: where REST will listen when `args` decide it (a later --http_port wins); `ca_file`:
+    the server speaks TLS, with a certificate this CA signed."""
     http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix=f"{module.replace('.', '-')}-", suffix=".log")[1])
@@ -176,12 +187,12 @@ def launch(
         *(["--model_dir", str(model_dir)] if model_dir is not None else []),
         *args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if threads is not None:
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        environment.setdefault("OMP_NUM_THREADS", str(threads))
     with open(log_path, "wb") as out:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return RunningServer(process, model_name, http_port, grpc_port, log_path)
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=environment)
+    return RunningServer(process, model_name, http_port, grpc_port, log_path, ca_file)
 
 
 def start(
@@ -191,21 +202,10 @@ def start(
     ready_timeout_s: float = READY_TIMEOUT_S,
     log_path: Path | None = None,
     threads: int | None = TEST_THREADS,
-    module: str = "predictor",
-    http_port: int | None = None,
-    grpc_port: int | None = None,
+    **options: Any,
 ) -> RunningServer:
-    """`launch`, then wait until the model is ready."""
-    server = launch(
-        model_dir,
-        *args,
-        model_name=model_name,
-        log_path=log_path,
-        threads=threads,
-        module=module,
-        http_port=http_port,
-        grpc_port=grpc_port,
-    )
+    """`launch` (`options` are its keyword arguments), then wait until the model is ready."""
+    server = launch(model_dir, *args, model_name=model_name, log_path=log_path, threads=threads, **options)
     server.wait_ready(ready_timeout_s)
     return server
 

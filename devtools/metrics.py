@@ -25,8 +25,11 @@ class Metrics:
     samples: Mapping[Key, float]  # in exposition order
 
     def get(self, name: str, default: float | None = None, **labels: str) -> float | None:
-        """One sample, e.g. `get("predictor_requests_total", status="ok")`; `default` where there is none."""
-        return self.samples.get(_key(name, labels), default)
+        """The sum of the samples of `name` whose labels include `labels`, as PromQL's `sum(name{labels})`:
+        e.g. `get("predictor_requests_total", status="ok")` over every model; `default` where there is none."""
+        wanted = set(labels.items())
+        values = [v for (n, key_labels), v in self.samples.items() if n == name and wanted <= set(key_labels)]
+        return sum(values) if values else default
 
     def value(self, name: str, **labels: str) -> float:
         """One sample that must be there."""
@@ -36,13 +39,15 @@ class Metrics:
         return value
 
     def buckets(self, histogram: str, **labels: str) -> dict[str, float]:
-        """A histogram's cumulative counts by upper bound as exposed ("0.5", ..., "+Inf"), smallest first."""
-        out = {}
+        """A histogram's cumulative counts by upper bound as exposed ("0.5", ..., "+Inf"), smallest first,
+        summed over the series whose labels include `labels`."""
+        out: dict[str, float] = {}
+        wanted = set(labels.items())
         for (name, key_labels), value in self.samples.items():
             others = dict(key_labels)
             le = others.pop("le", None)
-            if name == f"{histogram}_bucket" and le is not None and others == labels:
-                out[le] = value
+            if name == f"{histogram}_bucket" and le is not None and wanted <= set(others.items()):
+                out[le] = out.get(le, 0.0) + value
         return out
 
     def finite_buckets(self, histogram: str, **labels: str) -> dict[float, float]:

@@ -20,7 +20,8 @@ import numpy as np
 import tritonclient.grpc as g
 from tritonclient.utils import InferenceServerException
 req = pickle.load(sys.stdin.buffer)
-client = g.InferenceServerClient(req["url"])
+root = req.get("root_certificates")
+client = g.InferenceServerClient(req["url"], ssl=root is not None, root_certificates=root)
 try:
     if req["op"] == "infer":
         inputs = []
@@ -64,10 +65,20 @@ def infer(
     inputs: list[tuple[str, str, np.ndarray]],
     outputs: list[tuple[str, int]] | None = None,
     parameters: dict | None = None,
+    root_certificates: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """inputs: (name, datatype, array); outputs: (name, class_count or 0)."""
+    """inputs: (name, datatype, array); outputs: (name, class_count or 0); `root_certificates`:
+    a PEM file to trust, for a server that speaks TLS."""
     return _run(
-        {"op": "infer", "url": url, "model": model, "inputs": inputs, "outputs": outputs, "parameters": parameters}
+        {
+            "op": "infer",
+            "url": url,
+            "model": model,
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": parameters,
+            "root_certificates": root_certificates,
+        }
     )["outputs"]
 
 

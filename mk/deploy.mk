@@ -23,6 +23,8 @@ SCALE_TARGET ?=
 PROMETHEUS_URL ?=
 INGRESS_URL ?=
 DRY_RUN ?=
+# Non-empty when DRY_RUN asks for a dry run (1, true or yes, any case), as isvctl reads it.
+DRY_RUN_ON = $(filter 1 true yes,$(shell printf '%s' '$(DRY_RUN)' | tr A-Z a-z))
 DEPLOY_VENV ?= .venv-deploy
 ISVCTL ?= $(DEPLOY_VENV)/bin/isvctl
 KUBECTL ?= $(DEPLOY_VENV)/bin/kubectl

@@ -7,8 +7,10 @@ builds the configs from the parsed flags and starts one server or the `--workers
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from collections.abc import Callable
 
 from kserve import logging as kserve_logging
 from kserve import model_server
@@ -17,8 +19,10 @@ from .artifact import ArtifactError, fetch, read_spec
 from .batching import BatchingConfig
 from .engine import EngineConfig
 from .limits import RequestLimits
-from .model import ImageClassifier
-from .server import PredictorServer, ServerConfig
+from .model import ImageClassifier, ImageModel
+from .ray.config import RayConfig
+from .server import GrpcMessageLimits, PredictorServer, ServerConfig
+from .tls import TLSConfig
 from .workers import Supervisor, follow_supervisor, worker_command
 
 logger = logging.getLogger("predictor")
@@ -38,10 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     # KServe logs a line per request by default: about 7 % of the event loop's time in a
     # gRPC profile. The latency histograms on /metrics carry the same figures.
     parser.set_defaults(enable_latency_logging=False)
+    # KServe's gRPC message limits default to 8 MiB; unset, --max_body_bytes decides (GrpcMessageLimits).
+    parser.set_defaults(grpc_max_receive_message_length=None, grpc_max_send_message_length=None)
     EngineConfig.add_flags(parser, "engine")
     BatchingConfig.add_flags(parser, "dynamic batching")
     RequestLimits.add_flags(parser, "request limits")
+    RayConfig.add_flags(parser, "Ray Serve (needs the `ray` extra)")
     return parser
+
+
+def _ray_model(ray_config: RayConfig) -> Callable[..., ImageModel]:
+    try:
+        from .ray.local import start_replicas
+    except ImportError as e:
+        raise ValueError(f"--ray_replicas needs the `ray` extra (pip install 'predictor[ray]'): {e}") from e
+    return functools.partial(start_replicas, ray_config=ray_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server_config = ServerConfig.from_args(args)
         limits = RequestLimits.from_args(args)
+        tls = TLSConfig.from_args(args)
+        # Checked here too, so that the --workers supervisor refuses before starting anything.
+        GrpcMessageLimits.reconcile(server_config, limits)
         engine_config = EngineConfig.from_args(args)
         batching = BatchingConfig.from_args(args)
         if args.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {args.workers}")
+        ray_config = RayConfig.from_args(args)
+        if ray_config.enabled and args.workers > 1:
+            raise ValueError("--ray_replicas and --workers are alternatives: choose one")
         storage_uri = args.storage_uri or None  # the supervisor hands its workers ""
         if args.workers > 1:
             # Fetch once, here: N workers downloading into one directory would race.
@@ -74,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker_command(argv, model_dir), workers=args.workers, grace_period_s=server_config.grace_period_s
             )
         else:
-            model = ImageClassifier(
+            model_class = _ray_model(ray_config) if ray_config.enabled else ImageClassifier
+            model = model_class(
                 args.model_name,
                 model_dir=args.model_dir,
                 storage_uri=storage_uri,
@@ -86,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             server = PredictorServer(
                 config=server_config,
                 limits=limits,
+                tls=tls,
                 http_port=args.http_port,
                 grpc_port=args.grpc_port,
                 max_threads=args.max_threads,

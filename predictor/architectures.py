@@ -1,22 +1,26 @@
 """Build an image-classification `nn.Module` by architecture name.
 
-Names are either a torchvision classification builder (``resnet50``,
-``mobilenet_v3_small``, ... as listed by ``torchvision.models.list_models``) or
-``efficientnet-lite0`` .. ``efficientnet-lite4`` from the
-``efficientnet_lite_pytorch`` package.  Networks are built with random weights;
-nothing here downloads anything.  (Pretrained weights are the exporter's business:
+Names are a torchvision classification builder (``resnet50``, ``mobilenet_v3_small``, ...
+as listed by ``torchvision.models.list_models``), ``efficientnet-lite0`` ..
+``efficientnet-lite4`` from the ``efficientnet_lite_pytorch`` package, or ``timm/<name>``
+for any model of timm (``timm.list_models()``, with or without a pretrained tag such as
+``resnet50.a1_in1k``; timm is the optional ``timm`` extra). Networks are built with random
+weights; nothing here downloads anything.  (Pretrained weights are the exporter's business:
 ``predictor.export``.)
 """
 
 from __future__ import annotations
 
 from functools import cache
+from types import ModuleType
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
+from torchvision import transforms
 
-from .preprocess import Preprocessing
+from .preprocess import INTERPOLATIONS, Preprocessing
 
 EFFICIENTNET_LITE_NAMES: tuple[str, ...] = tuple(f"efficientnet-lite{i}" for i in range(5))
 
@@ -30,8 +34,11 @@ LITE_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 LITE_CROP_PADDING_PX = 32
 
 
+TIMM_PREFIX = "timm/"
+
+
 class UnknownArchitectureError(ValueError):
-    """The name is neither a torchvision classification model nor an EfficientNet-Lite."""
+    """The name is not a torchvision classification model, an EfficientNet-Lite or a timm model."""
 
 
 @cache
@@ -48,11 +55,50 @@ def is_efficientnet_lite(name: str) -> bool:
     return name in EFFICIENTNET_LITE_NAMES
 
 
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM_PREFIX)
+
+
 def check_architecture(name: str) -> None:
+    if is_timm(name):
+        _timm_model_name(name)
+        return
     if name not in EFFICIENTNET_LITE_NAMES and name not in torchvision_architectures():
         raise UnknownArchitectureError(
-            f"unknown architecture {name!r}: expected one of {', '.join(available_architectures())}"
+            f"unknown architecture {name!r}: expected one of {', '.join(available_architectures())}, "
+            f"or {TIMM_PREFIX}<a name from timm.list_models()>"
         )
+
+
+def _timm() -> ModuleType:
+    try:
+        import timm
+    except ImportError as e:
+        raise UnknownArchitectureError(
+            f"architectures named {TIMM_PREFIX}<name> need timm, the optional extra: pip install 'predictor[timm]'"
+        ) from e
+    return timm
+
+
+def _timm_model_name(name: str) -> str:
+    """The timm model of a `timm/<name>` architecture, checked against timm's registry."""
+    model = name[len(TIMM_PREFIX) :]
+    if not model or "/" in model or ":" in model:
+        # A hub id ("hf-hub:org/repo") would make timm fetch a config: nothing is downloaded here.
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}: expected {TIMM_PREFIX}<a name from timm.list_models()>, not a hub id"
+        )
+    timm = _timm()
+    try:
+        known = timm.is_model(model) and timm.models.get_pretrained_cfg(model) is not None
+    except RuntimeError:  # a pretrained tag the model does not have
+        known = False
+    if not known:
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}: timm {timm.__version__} has no model {model!r} "
+            "(timm.list_models() and timm.list_pretrained() name them)"
+        )
+    return model
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
@@ -60,13 +106,16 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     check_architecture(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if is_efficientnet_lite(name):
+    if is_timm(name):
+        # pretrained=False: timm builds the network from code, and nothing is downloaded.
+        model: nn.Module = _timm().create_model(_timm_model_name(name), pretrained=False, num_classes=num_classes)
+    elif is_efficientnet_lite(name):
         # Imported lazily: only Lite users pay for importing the package.
         from efficientnet_lite_pytorch import EfficientNet
 
         # from_name, not from_pretrained: the latter torch.load()s without weights_only.
         # Never call set_swish(): Lite uses ReLU6 and Swish ruins the pretrained accuracy.
-        model: nn.Module = EfficientNet.from_name(name, num_classes=num_classes)
+        model = EfficientNet.from_name(name, num_classes=num_classes)
     else:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return model.float().eval()
@@ -74,6 +123,8 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
 def default_preprocessing(name: str) -> Preprocessing:
     check_architecture(name)
+    if is_timm(name):
+        return _timm_preprocessing(_timm_model_name(name))
     if is_efficientnet_lite(name):
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -86,6 +137,38 @@ def default_preprocessing(name: str) -> Preprocessing:
             std=LITE_STD,
         )
     return Preprocessing(resize_size=256, crop_size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _timm_preprocessing(model: str) -> Preprocessing:
+    """What timm's own eval transform does for the model's pretrained config, when that is what
+    `EvalTransform` does (resize the shorter side, centre-crop a square, normalise); else a ValueError."""
+    from timm.data.config import resolve_data_config
+    from timm.data.transforms_factory import create_transform
+
+    config: dict[str, Any] = resolve_data_config(pretrained_cfg=_timm().models.get_pretrained_cfg(model).to_dict())
+    steps = create_transform(**config, is_training=False).transforms
+    resize = next((step for step in steps if isinstance(step, transforms.Resize)), None)
+    crop = next((step for step in steps if isinstance(step, transforms.CenterCrop)), None)
+    # crop_mode "squash" resizes to a (height, width) pair and "border" pads: neither is this transform.
+    if (
+        resize is None
+        or crop is None
+        or not isinstance(resize.size, int)
+        or crop.size[0] != crop.size[1]
+        or resize.interpolation.value not in INTERPOLATIONS
+    ):
+        raise ValueError(
+            f"timm's eval transform for {model!r} is not resize-shorter-side, centre-crop, normalise "
+            f"(crop_mode {config.get('crop_mode')!r}, input_size {config.get('input_size')}): "
+            "give resize_size, crop_size, interpolation, mean and std in model.json"
+        )
+    return Preprocessing(
+        resize_size=resize.size,
+        crop_size=int(crop.size[0]),
+        interpolation=resize.interpolation.value,
+        mean=tuple(float(m) for m in config["mean"]),
+        std=tuple(float(s) for s in config["std"]),
+    )
 
 
 def example_input(batch_size: int, crop_size: int) -> torch.Tensor:

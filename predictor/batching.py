@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from kserve.errors import InvalidInput
-from prometheus_client import Counter, Gauge, Histogram
 
 from .errors import DeadlineExceeded, ServerBusy
 from .flags import FlagConfig, flag
@@ -30,6 +29,7 @@ from .metrics import (
     QUEUE_DEPTH,
     QUEUE_WAIT_SECONDS,
     REJECTED,
+    ModelMetric,
 )
 
 T = TypeVar("T")
@@ -98,12 +98,12 @@ class QueueMetrics:
     """Where a batcher reports: the predictor's metrics by default; a transformer's queue reports
     under names of its own, so a pod's sums never mix the two."""
 
-    batch_size: Histogram
-    queue_wait_seconds: Histogram
-    queue_depth: Gauge
-    inflight_batches: Gauge
-    rejected: Counter
-    expired: Counter
+    batch_size: ModelMetric
+    queue_wait_seconds: ModelMetric
+    queue_depth: ModelMetric
+    inflight_batches: ModelMetric
+    rejected: ModelMetric
+    expired: ModelMetric
 
 
 PREDICTOR_QUEUE_METRICS = QueueMetrics(BATCH_SIZE, QUEUE_WAIT_SECONDS, QUEUE_DEPTH, INFLIGHT_BATCHES, REJECTED, EXPIRED)

@@ -31,7 +31,8 @@ from kserve.errors import InvalidInput
 from .codec import OUTPUT_INDICES, OUTPUT_NAMES, OUTPUT_PROBABILITIES
 from .flags import FlagConfig, flag
 from .limits import RequestLimits
-from .server import PredictorServer, ServerConfig
+from .server import GrpcMessageLimits, PredictorServer, ServerConfig
+from .tls import TLSConfig
 
 logger = logging.getLogger("predictor")
 
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ServerConfig.add_flags(parser)
     parser.set_defaults(enable_latency_logging=False, model_name="combiner")
+    # As for the predictor: unset, --max_body_bytes decides the gRPC message limits (GrpcMessageLimits).
+    parser.set_defaults(grpc_max_receive_message_length=None, grpc_max_send_message_length=None)
     CombinerConfig.add_flags(parser, "combining")
     RequestLimits.add_flags(parser, "request limits")
     return parser
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         config = CombinerConfig.from_args(args)
         limits = RequestLimits.from_args(args)
         server_config = ServerConfig.from_args(args)
+        tls = TLSConfig.from_args(args)
+        GrpcMessageLimits.reconcile(server_config, limits)
         if args.workers != 1:
             raise ValueError("the combiner runs one process (it is cheap): drop --workers")
     except ValueError as e:
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     server = PredictorServer(
         config=server_config,
         limits=limits,
+        tls=tls,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,

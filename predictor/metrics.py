@@ -1,14 +1,25 @@
 """Prometheus metrics of the predictor, served on /metrics beside KServe's own.
 
-The names are an interface: KEDA scalers and canary gates query them (see README).
+The names are an interface: KEDA scalers, canary gates and the dashboard query them (see
+README). Every `predictor_*` series carries `model_name`, as KServe's own `request_*_seconds`
+do, so one Prometheus tells two models apart. One process serves one model: `bind_model` names
+it once, and the call sites (batcher, engine, model) use the metrics below as if unlabelled.
+
 Under `--workers N` every worker writes its values to PROMETHEUS_MULTIPROC_DIR and any
 worker's /metrics serves the sum over all of them, so a scrape that lands on one worker
 still sees the whole pod.
 """
 
+from __future__ import annotations
+
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics import MetricWrapperBase
+
+MODEL_LABEL = "model_name"
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (
@@ -28,46 +39,163 @@ _SECONDS_BUCKETS = (
     10.0,
 )
 
-BATCH_SIZE = Histogram("predictor_batch_size", "Images per device batch", buckets=_BATCH_BUCKETS)
-QUEUE_WAIT_SECONDS = Histogram(
-    "predictor_queue_wait_seconds",
-    "Time an image waited in the batching queue before its batch was dispatched",
-    buckets=_SECONDS_BUCKETS,
+
+# The values of the other labels, each series exposed from the start (at 0): a rate over a
+# series that appears only at its first event reads "no data", not 0, in dashboards and KEDA.
+STATUSES = ("ok", "invalid", "busy", "timeout", "error")  # predictor.errors' outcome labels
+STAGES = ("decode", "preprocess", "inference", "postprocess")
+
+_ALL: list[ModelMetric] = []
+
+
+class ModelMetric:
+    """A metric family labelled with the served model's name first. `labels(...)` takes the
+    family's other labels; `inc`, `dec`, `set` and `observe` act on the series without any.
+    Every instance, here or in another role's metrics module, is bound by `bind_model`."""
+
+    def __init__(self, family: MetricWrapperBase, values: tuple[str, ...] = ()) -> None:
+        self.family = family
+        self._values = values
+        self._children: dict[tuple[str, ...], Any] = {}
+        _ALL.append(self)
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.family.labels(_served_model, *values)
+        return child
+
+    def inc(self, amount: float = 1) -> None:
+        self.labels().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self.labels().dec(amount)
+
+    def set(self, value: float) -> None:
+        self.labels().set(value)
+
+    def observe(self, value: float) -> None:
+        self.labels().observe(value)
+
+    def _bind(self) -> None:
+        self._children.clear()
+        for value in self._values or [None]:
+            self.labels(*([] if value is None else [value]))
+
+
+BATCH_SIZE = ModelMetric(
+    Histogram("predictor_batch_size", "Images per device batch", [MODEL_LABEL], buckets=_BATCH_BUCKETS)
 )
-STAGE_SECONDS = Histogram(
-    "predictor_stage_seconds",
-    "Time per batch spent in each pipeline stage",
-    ["stage"],  # decode | preprocess | inference | postprocess
-    buckets=_SECONDS_BUCKETS,
+QUEUE_WAIT_SECONDS = ModelMetric(
+    Histogram(
+        "predictor_queue_wait_seconds",
+        "Time an image waited in the batching queue before its batch was dispatched",
+        [MODEL_LABEL],
+        buckets=_SECONDS_BUCKETS,
+    )
 )
-REQUEST_SECONDS = Histogram(
-    "predictor_request_seconds",
-    "End-to-end time of an inference request inside the predictor",
-    buckets=_SECONDS_BUCKETS,
+STAGE_SECONDS = ModelMetric(
+    Histogram(
+        "predictor_stage_seconds",
+        "Time per batch spent in each pipeline stage",
+        [MODEL_LABEL, "stage"],
+        buckets=_SECONDS_BUCKETS,
+    ),
+    STAGES,
 )
-REQUESTS = Counter(
-    "predictor_requests_total",
-    "Inference requests by outcome",
-    ["status"],  # ok | invalid | busy | timeout | error
+REQUEST_SECONDS = ModelMetric(
+    Histogram(
+        "predictor_request_seconds",
+        "End-to-end time of an inference request inside the predictor, by outcome",
+        [MODEL_LABEL, "status"],
+        buckets=_SECONDS_BUCKETS,
+    ),
+    STATUSES,
 )
-QUEUE_DEPTH = Gauge("predictor_queue_depth", "Images waiting in the batching queue", multiprocess_mode="livesum")
-INFLIGHT_REQUESTS = Gauge(
-    "predictor_inflight_requests", "Inference requests being served right now", multiprocess_mode="livesum"
+REQUESTS = ModelMetric(
+    Counter(
+        "predictor_requests_total",
+        "Inference requests by outcome",
+        [MODEL_LABEL, "status"],
+    ),
+    STATUSES,
 )
-INFLIGHT_BATCHES = Gauge(
-    "predictor_inflight_batches", "Batches between dispatch and completion", multiprocess_mode="livesum"
+LAST_REQUEST_TIMESTAMP_SECONDS = ModelMetric(
+    Gauge(
+        "predictor_last_request_timestamp_seconds",
+        "Unix time the last inference request finished",
+        [MODEL_LABEL],
+        multiprocess_mode="max",
+    )
 )
-REJECTED = Counter("predictor_rejected_total", "Requests rejected at once because the queue was full")
-EXPIRED = Counter(
-    "predictor_expired_total",
-    "Images dropped before any device work because their request's deadline passed",
+QUEUE_DEPTH = ModelMetric(
+    Gauge("predictor_queue_depth", "Images waiting in the batching queue", [MODEL_LABEL], multiprocess_mode="livesum")
 )
-OOM_SPLITS = Counter("predictor_oom_splits_total", "Batches split and retried after device out-of-memory")
-DEVICE_MEMORY_BYTES = Gauge(
-    "predictor_device_memory_bytes",
-    "Device memory allocated by the model (summed over workers, which share the device)",
-    multiprocess_mode="livesum",
+INFLIGHT_REQUESTS = ModelMetric(
+    Gauge(
+        "predictor_inflight_requests",
+        "Inference requests being served right now",
+        [MODEL_LABEL],
+        multiprocess_mode="livesum",
+    )
 )
+INFLIGHT_BATCHES = ModelMetric(
+    Gauge(
+        "predictor_inflight_batches",
+        "Batches between dispatch and completion",
+        [MODEL_LABEL],
+        multiprocess_mode="livesum",
+    )
+)
+REJECTED = ModelMetric(
+    Counter("predictor_rejected_total", "Requests rejected at once because the queue was full", [MODEL_LABEL])
+)
+EXPIRED = ModelMetric(
+    Counter(
+        "predictor_expired_total",
+        "Images dropped before any device work because their request's deadline passed",
+        [MODEL_LABEL],
+    )
+)
+OOM_SPLITS = ModelMetric(
+    Counter("predictor_oom_splits_total", "Batches split and retried after device out-of-memory", [MODEL_LABEL])
+)
+DEVICE_MEMORY_BYTES = ModelMetric(
+    Gauge(
+        "predictor_device_memory_bytes",
+        "Device memory allocated by the model (summed over workers, which share the device)",
+        [MODEL_LABEL],
+        multiprocess_mode="livesum",
+    )
+)
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Where a role's request path (`model.ImageModel`) counts each request's outcome."""
+
+    requests: ModelMetric
+    request_seconds: ModelMetric
+    inflight_requests: ModelMetric
+    last_request_timestamp_seconds: ModelMetric
+
+
+PREDICTOR_REQUEST_METRICS = RequestMetrics(REQUESTS, REQUEST_SECONDS, INFLIGHT_REQUESTS, LAST_REQUEST_TIMESTAMP_SECONDS)
+
+# Until a model is bound (the batcher or engine used on their own, as in their unit tests).
+_served_model = ""
+
+
+def bind_model(name: str) -> None:
+    """Label every series of a `ModelMetric` from now on with `model_name=name`: the model this process serves."""
+    global _served_model
+    _served_model = name
+    for metric in _ALL:
+        metric._bind()
+
+
+def served_model() -> str:
+    return _served_model
 
 
 def scrape_registry() -> CollectorRegistry:

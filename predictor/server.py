@@ -1,6 +1,8 @@
 """KServe's `ModelServer`, hardened: a bind address, a body-size cap, status codes for
 overload and deadlines, no internals in error bodies, a read-only model repository,
-defensive v2 binary decoding, and a draining shutdown.
+defensive v2 binary decoding, and a draining shutdown. It also serves what KServe's flags
+ask for but its servers leave out (TLS on gRPC, the gRPC message limits), gRPC reflection,
+and Triton's model configuration and statistics extensions.
 
 Only the pieces KServe hard-codes are overridden; routing, protocols and the
 preprocess -> predict -> postprocess pipeline are KServe's.
@@ -12,7 +14,7 @@ import argparse
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -21,23 +23,28 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from grpc import aio
+from grpc_reflection.v1alpha import reflection
 from kserve import ModelServer
+from kserve.errors import InvalidInput
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer, _RefreshingServer
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from prometheus_client import exposition
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import metrics, v2_binary
+from . import metrics, triton, v2_binary
 from .errors import PredictorError, RepositoryDisabled
 from .flags import FlagConfig, flag
 from .limits import RequestLimits
+from .tls import TLSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +60,37 @@ class ReadOnlyRepository(ModelRepositoryExtension):
 class PredictorDataPlane(DataPlane):
     def decode_inference_request(self, body: Any, headers: dict[str, str] | None, model_name: str) -> Any:
         if isinstance(body, bytes):
-            return v2_binary.parse(body, {k.lower(): v for k, v in (headers or {}).items()}, model_name)
+            lowered = {k.lower(): v for k, v in (headers or {}).items()}
+            if v2_binary.HEADER in lowered:
+                return v2_binary.parse(body, lowered, model_name)
+            # FastAPI hands over raw bytes for any content type but JSON's; without the binary
+            # extension's header the body is JSON whatever it is labelled (`curl -d` says form).
+            body = json_inference_request(body)
         return super().decode_inference_request(body, headers, model_name)
+
+
+def json_inference_request(body: bytes) -> InferenceRequest:
+    """A v2 JSON body, validated by KServe's own request model, as FastAPI would for application/json."""
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as e:
+        errors = e.errors()
+        if any(err["type"] == "json_invalid" for err in errors):
+            raise InvalidInput(
+                f"v2 request body must be JSON, or binary with the '{v2_binary.HEADER}' header: "
+                + describe_validation_errors(errors)
+            ) from e
+        # The same words as for a body labelled application/json (`_validation_error`).
+        raise InvalidInput("invalid request: " + describe_validation_errors(errors)) from e
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """The first few problems of a pydantic or FastAPI validation, each with where it is."""
+    problems = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(problems)
 
 
 class BodyTooLarge(HTTPException):
@@ -134,11 +170,7 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
-    return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
+    return JSONResponse({"error": "invalid request: " + describe_validation_errors(exc.errors())}, status_code=400)
 
 
 async def _not_implemented(_: Request, exc: Exception) -> JSONResponse:
@@ -234,7 +266,26 @@ class _RESTServer(RESTServer):
         # Ahead of KServe's own /metrics (the first matching route wins), which reads only
         # this process's registry and would show one worker's share under --workers.
         app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+        # Ahead of KServe's /v2/models/{model_name}, which would take "stats" for a model's name.
+        app.add_api_route("/v2/models/stats", self._all_statistics, methods=["GET"])
+        app.add_api_route("/v2/models/{model_name}/stats", self._statistics, methods=["GET"])
+        app.add_api_route("/v2/models/{model_name}/config", self._config, methods=["GET"])
         super()._register_endpoints(app)
+
+    async def _config(self, model_name: str) -> JSONResponse:
+        model = self.dataplane.get_model_from_registry(model_name)  # ModelNotFound: KServe's 404
+        describe = getattr(model, "triton_config", None)
+        if describe is None:
+            raise HTTPException(404, f"model {model_name!r} has no Triton model configuration")
+        return JSONResponse(describe())
+
+    async def _statistics(self, model_name: str) -> JSONResponse:
+        self.dataplane.get_model_from_registry(model_name)
+        return JSONResponse(triton.model_statistics([model_name], metrics.scrape_registry()))
+
+    async def _all_statistics(self) -> JSONResponse:
+        names = sorted(self.dataplane.model_registry.get_models())
+        return JSONResponse(triton.model_statistics(names, metrics.scrape_registry()))
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
@@ -253,20 +304,35 @@ class _RESTServer(RESTServer):
 # ------------------------------------------------------------------ gRPC
 
 
+_GRPC_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
 class _GRPCServer(GRPCServer):
-    def __init__(self, *args: Any, bind_address: str, reuse_port: bool, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        bind_address: str,
+        reuse_port: bool,
+        message_limits: GrpcMessageLimits,
+        tls: TLSConfig,
+        reflection: bool,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, kwargs={}, **kwargs)
         self._bind_address = bind_address
         self._reuse_port = reuse_port
+        self._limits = message_limits
+        self._tls = tls
+        self._reflection = reflection
 
     async def start(self, max_workers: int) -> None:
-        # KServe's start() hard-codes "[::]"; this is it with the bind address.
+        # KServe's start() hard-codes "[::]" and plain text; this is it with the bind address and TLS.
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(ExceptionToStatusInterceptor(),),
             options=[
-                ("grpc.max_send_message_length", self._kwargs["grpc_max_send_message_length"]),
-                ("grpc.max_receive_message_length", self._kwargs["grpc_max_receive_message_length"]),
+                ("grpc.max_send_message_length", self._limits.send_bytes),
+                ("grpc.max_receive_message_length", self._limits.receive_bytes),
                 # gRPC shares ports by default; a lone server must fail on a taken port instead
                 # of silently splitting traffic with whatever else listens there.
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
@@ -275,14 +341,25 @@ class _GRPCServer(GRPCServer):
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self._data_plane, self._model_repository_extension), self._server
         )
+        if self._reflection:
+            # grpcurl and other generic clients then need no .proto file.
+            reflection.enable_server_reflection((_GRPC_SERVICE, reflection.SERVICE_NAME), self._server)
         host = f"[{self._bind_address}]" if ":" in self._bind_address else self._bind_address
+        address = f"{host}:{self._port}"
         try:
-            self._server.add_insecure_port(f"{host}:{self._port}")
+            if self._tls.enabled:
+                self._server.add_secure_port(address, self._tls.grpc_credentials())
+            else:
+                self._server.add_insecure_port(address)
         except RuntimeError as e:
-            raise OSError(
-                f"gRPC cannot listen on {host}:{self._port}: the port is taken or the address is not local"
-            ) from e
-        logger.info("gRPC server on %s:%d", host, self._port)
+            raise OSError(f"gRPC cannot listen on {address}: the port is taken or the address is not local") from e
+        logger.info(
+            "gRPC server on %s (%s): messages up to %d bytes in, %d out",
+            address,
+            "TLS" if self._tls.enabled else "plain text",
+            self._limits.receive_bytes,
+            self._limits.send_bytes,
+        )
         await self._server.start()
         await self._server.wait_for_termination()
 
@@ -296,8 +373,45 @@ class ServerConfig(FlagConfig):
 
     bind_address: str = flag("0.0.0.0", "Address the REST and gRPC servers listen on")
     grace_period_s: int = flag(20, "SIGTERM drain limit (below Kubernetes' 30 s)")
+    grpc_reflection: bool = flag(True, "Serve gRPC server reflection, so grpcurl needs no .proto file")
     # Set by the --workers supervisor on its workers' command lines: bind the shared ports.
     reuse_port: bool = flag(False, argparse.SUPPRESS)
+    # KServe's own flags (its parser declares them; None: not given, see GrpcMessageLimits).
+    grpc_max_receive_message_length: int | None = None
+    grpc_max_send_message_length: int | None = None
+
+
+_UNLIMITED = -1  # what gRPC, and so KServe's flags, take for "no limit"
+
+
+@dataclass(frozen=True)
+class GrpcMessageLimits:
+    """gRPC's message limits, reconciled with --max_body_bytes.
+
+    --max_body_bytes caps every request, REST and gRPC, and wins: KServe's
+    --grpc_max_receive_message_length may lower it for gRPC but not raise it, and is
+    --max_body_bytes when not given. --grpc_max_send_message_length (responses) is taken as
+    given, and is --max_body_bytes too when not."""
+
+    receive_bytes: int
+    send_bytes: int
+
+    @classmethod
+    def reconcile(cls, config: ServerConfig, limits: RequestLimits) -> GrpcMessageLimits:
+        cap = limits.max_body_bytes
+        receive, send = config.grpc_max_receive_message_length, config.grpc_max_send_message_length
+        if receive is not None and (receive == _UNLIMITED or receive > cap):
+            given = "-1 (unlimited)" if receive == _UNLIMITED else str(receive)
+            raise ValueError(
+                f"--grpc_max_receive_message_length={given} is more than --max_body_bytes={cap}, which caps every "
+                "request on REST and gRPC and wins: raise --max_body_bytes as well, or leave "
+                "--grpc_max_receive_message_length out (it is then --max_body_bytes)"
+            )
+        if receive is not None and receive < 1:
+            raise ValueError(f"--grpc_max_receive_message_length must be an integer in 1..{cap}, got {receive}")
+        if send is not None and send != _UNLIMITED and send < 1:
+            raise ValueError(f"--grpc_max_send_message_length must be an integer >= 1 or -1 (unlimited), got {send}")
+        return cls(receive_bytes=cap if receive is None else receive, send_bytes=cap if send is None else send)
 
 
 class PredictorServer(ModelServer):
@@ -306,13 +420,20 @@ class PredictorServer(ModelServer):
         *,
         config: ServerConfig = ServerConfig(),
         limits: RequestLimits = RequestLimits(),
+        tls: TLSConfig = TLSConfig(),
         **kwargs: Any,
     ):
-        """`kwargs` are KServe's `ModelServer` arguments (ports, threads, ...)."""
-        super().__init__(grace_period=config.grace_period_s, **kwargs)
+        """`kwargs` are KServe's `ModelServer` arguments (ports, threads, ...). With TLS, KServe's
+        constructor moves the default HTTP port 8080 to 8443, as it does for its own servers."""
+        super().__init__(
+            grace_period=config.grace_period_s, ssl_certfile=tls.ssl_certfile, ssl_keyfile=tls.ssl_keyfile, **kwargs
+        )
         self.bind_address = config.bind_address
         self.reuse_port = config.reuse_port
+        self.grpc_reflection = config.grpc_reflection
         self.limits = limits
+        self.tls = tls
+        self.grpc_limits = GrpcMessageLimits.reconcile(config, limits)
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.model_repository_extension = ReadOnlyRepository(model_registry=self.registered_models)
         self._drained = False
@@ -339,6 +460,8 @@ class PredictorServer(ModelServer):
             grace_period=self.grace_period,
             event_loop=self.event_loop,
             timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.tls.ssl_certfile,
+            ssl_keyfile=self.tls.ssl_keyfile,
             bind_address=self.bind_address,
             reuse_port=self.reuse_port,
             limits=self.limits,
@@ -351,13 +474,12 @@ class PredictorServer(ModelServer):
                 self.grpc_port,
                 self.dataplane,
                 self.model_repository_extension,
-                kwargs={
-                    "grpc_max_send_message_length": self.limits.max_body_bytes,
-                    "grpc_max_receive_message_length": self.limits.max_body_bytes,
-                },
                 grace_period=self.grace_period,
                 bind_address=self.bind_address,
                 reuse_port=self.reuse_port,
+                message_limits=self.grpc_limits,
+                tls=self.tls,
+                reflection=self.grpc_reflection,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()

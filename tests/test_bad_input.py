@@ -66,7 +66,7 @@ def test_a_truncated_jpeg_gets_400_naming_the_decode_failure(server, still_servi
 V2_CASES = {
     "empty request": ({"inputs": []}, ["no inputs"]),
     "unknown input name": (
-        {"inputs": [{"name": "img", "datatype": "BYTES", "shape": [1], "data": [b64(jpeg("chelsea"))]}]},
+        {"inputs": [{"name": "img", "datatype": "UINT8", "shape": [1, 1, 3], "data": [0, 0, 0]}]},
         ["unknown input 'img'", "'image' (BYTES)"],
     ),
     "wrong dtype": (
@@ -183,7 +183,7 @@ def test_v2_binary_nan_tensor(server, still_serving):
     [
         ("image", "BYTES", np.array([b"definitely not an image"], dtype=np.object_), "not recognised"),
         ("pixels", "FP32", np.zeros((1, 2, 2, 3), dtype=np.float32), "must have datatype UINT8"),
-        ("photo", "BYTES", np.array([b"x"], dtype=np.object_), "unknown input 'photo'"),
+        ("photo", "UINT8", np.zeros((1, 2, 2, 3), dtype=np.uint8), "unknown input 'photo'"),
         ("tensor", "FP32", np.full((1, 3, 224, 224), np.nan, dtype=np.float32), "NaN or Inf"),
         ("image", "BYTES", np.array([encode(photo("chelsea"), "TIFF")], dtype=np.object_), "TIFF is not supported"),
     ],

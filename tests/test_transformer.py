@@ -31,6 +31,7 @@ from devtools.payloads import (
     v2_body,
 )
 from devtools.photos import CAT_CLASSES, encode, jpeg, photo
+from devtools.tls import self_signed
 from predictor.transformer.config import TransformerConfig
 
 TRANSFORMER = "predictor.transformer"
@@ -138,6 +139,15 @@ def test_the_transformer_advertises_the_predictors_inputs_and_outputs(predictor,
     assert meta(transformer)["outputs"] == meta(predictor)["outputs"]
 
 
+def test_the_transformer_serves_tritons_model_configuration_of_its_queue(transformer):
+    r = httpx.get(f"{transformer.base_url}/v2/models/{transformer.model_name}/config", timeout=10)
+    assert r.status_code == 200, r.text
+    config = r.json()
+    assert config["name"] == transformer.model_name
+    assert config["parameters"]["role"] == {"string_value": "transformer"}
+    assert [i["name"] for i in config["input"]] == ["image", "pixels", "tensor"]
+
+
 # ----------------------------------------------------------------------------- coalescing
 
 
@@ -160,6 +170,8 @@ def test_concurrent_requests_reach_the_predictor_as_multi_image_calls(predictor,
     hop = transformer.metrics()
     assert hop.value("transformer_batch_size_sum") >= clients
     assert hop.get("predictor_requests_total", status="ok") is None, "the transformer reports under its own names"
+    assert hop.value("transformer_requests_total", model_name=transformer.model_name, status="ok") >= clients
+    assert hop.value("transformer_batch_size_count", model_name=transformer.model_name) >= 1
 
 
 # ----------------------------------------------------------------------------- statuses across the hop
@@ -304,6 +316,20 @@ def test_a_killed_predictor_is_503_with_retry_after_until_it_is_back(small_model
             replacement.stop()
 
 
+def test_the_transformer_serves_tls_with_kserves_flags(predictor, default_model_dir, tmp_path):
+    cert, key = self_signed(tmp_path)
+    transformer = launcher.start_transformer(
+        default_model_dir, predictor, "--ssl_certfile", str(cert), "--ssl_keyfile", str(key), ca_file=str(cert)
+    )
+    try:
+        body = v1_body(jpeg("chelsea"))
+        r = httpx.post(transformer.v1_url, json=body, timeout=60, verify=transformer.verify())
+        assert r.status_code == 200, r.text
+        assert_same(r.json()["predictions"], predictor.post_v1(body).json()["predictions"])
+    finally:
+        assert transformer.stop() == 0
+
+
 # ----------------------------------------------------------------------------- draining
 
 
@@ -381,6 +407,8 @@ def _run_transformer(*args: str) -> subprocess.CompletedProcess:
         (["--workers", "100000"], "KServe adds --workers <containerConcurrency>"),
         (["--predictor_protocol", "v1"], "use --predictor_protocol grpc-v2"),
         ([], "--predictor_host is required"),
+        (["--ssl_certfile", "/nonexistent/tls.crt"], "--ssl_certfile is set but --ssl_keyfile is not"),
+        (["--grpc_max_receive_message_length", "-1"], "is more than --max_body_bytes"),
     ],
 )
 def test_flags_the_controller_may_inject_are_refused_with_a_message_that_says_what_to_do(

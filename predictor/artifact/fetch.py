@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from .spec import MODEL_JSON, ArtifactError
@@ -62,9 +64,22 @@ def _check_http_uri(storage_uri: str) -> None:
         )
 
 
-def _download(storage_uri: str, model_dir: Path) -> Path:
-    from kserve_storage import Storage
+def _storage() -> Any:
+    """KServe's `Storage`, able to unpack tar archives on this Python."""
+    from kserve_storage import Storage, kserve_storage
 
+    if not hasattr(tarfile, "data_filter"):
+        # KServe unpacks with extractall(filter="data") (PEP 706), which CPython has from 3.11.4
+        # on; Debian bookworm's 3.11.2, the image's Python, lacks it. Its module then unpacks
+        # with the maintained backport of the same tarfile.
+        import backports.tarfile
+
+        kserve_storage.tarfile = backports.tarfile
+    return Storage
+
+
+def _download(storage_uri: str, model_dir: Path) -> Path:
+    Storage = _storage()
     model_dir.mkdir(parents=True, exist_ok=True)
     # Hidden, so that a leftover (a killed process) is never taken for part of the artifact.
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=model_dir))

@@ -88,8 +88,8 @@ class ModelSpec(Preprocessing):
     architecture: str | None = Field(
         default=None,
         min_length=1,
-        description="a torchvision classification builder or efficientnet-lite0..4, the network the weights "
-        f"fit (required for {' and '.join(WEIGHTS_ONLY_FORMATS)}, informational otherwise)",
+        description="a torchvision classification builder, efficientnet-lite0..4 or timm/<timm model name>, the "
+        f"network the weights fit (required for {' and '.join(WEIGHTS_ONLY_FORMATS)}, informational otherwise)",
     )
     num_classes: int = Field(ge=1, description="an integer >= 1, the network's outputs")
     labels: RelativePath = Field(
@@ -120,7 +120,7 @@ class ModelSpec(Preprocessing):
         if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
             num_classes = 1
         d.setdefault("top_k", min(DEFAULT_TOP_K, num_classes))
-        return d
+        return _timm_preprocessing_defaults(d)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -159,6 +159,23 @@ class ModelSpec(Preprocessing):
         """The JSON form, identity first, preprocessing last; unset optional keys are left out."""
         data = self.model_dump(mode="json", exclude_none=True)
         return {key: data[key] for key in keys() if key in data}
+
+
+def _timm_preprocessing_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    """A timm model's preprocessing keys, where model.json leaves them out, from timm's pretrained config."""
+    architecture = d.get("architecture")
+    missing = [key for key in Preprocessing.model_fields if key not in d]
+    if not (isinstance(architecture, str) and architectures.is_timm(architecture) and missing):
+        return d
+    try:
+        defaults = architectures.default_preprocessing(architecture)
+    except ValueError as e:  # no timm, an unknown model, or a transform this server does not do
+        raise PydanticCustomError(
+            "architecture",
+            "key 'architecture': {error} (and {missing} not given)",
+            {"error": str(e), "missing": ", ".join(missing)},
+        ) from e
+    return {**d, **{key: getattr(defaults, key) for key in missing}}
 
 
 def keys() -> list[str]:

@@ -38,15 +38,11 @@ def decode_v1(body: Any, model: ModelShape, limits: RequestLimits) -> DecodedReq
 
 def _instance(i: int, inst: Any, model: ModelShape, limits: RequestLimits) -> Image:
     where = f"instances[{i}]"
+    if isinstance(inst, str):
+        # A bare base64 string: what many clients send when the instance is just the image.
+        return encoded_image(b64decode(inst, where=where), where, limits)
     if isinstance(inst, dict):
-        # TF-Serving / KServe image convention: {"image": {"b64": ...}} or {"b64": ...}.
-        if set(inst) == {"image"} and isinstance(inst["image"], dict):
-            inst, where = inst["image"], f"{where}.image"
-        if set(inst) != {"b64"}:
-            raise InvalidInput(
-                f'{where} must be {{"image": {{"b64": "<base64 image>"}}}} or {{"b64": ...}}; got keys {sorted(inst)}'
-            )
-        return encoded_image(b64decode(inst["b64"], where=f"{where}.b64"), where, limits)
+        return _object_instance(inst, where, limits)
     if isinstance(inst, list):
         try:
             array = np.asarray(inst, dtype=np.float32)
@@ -58,7 +54,26 @@ def _instance(i: int, inst: Any, model: ModelShape, limits: RequestLimits) -> Im
         check_chw(array.shape, model, where=where)
         check_finite(array, where=where)
         return PreprocessedImage(torch.from_numpy(array))
-    raise InvalidInput(f"{where} must be an object with a base64 image or a [3, S, S] array, got {type(inst).__name__}")
+    raise InvalidInput(f"{where} must be {_FORMS}; got {type(inst).__name__}")
+
+
+# The instance forms clients send, as error messages list them.
+_FORMS = (
+    '{"image": {"b64": "<base64>"}} (KServe), {"b64": "<base64>"} (TF-Serving), {"data": "<base64>"} (TorchServe), '
+    'a bare "<base64>" string, or a [3, S, S] array'
+)
+
+
+def _object_instance(inst: dict[str, Any], where: str, limits: RequestLimits) -> Image:
+    # KServe's {"image": {"b64": ...}}, TF-Serving's {"b64": ...}, and TorchServe's {"data": ...}
+    # (the body of KServe's TorchServe image samples).
+    if set(inst) == {"image"} and isinstance(inst["image"], dict):
+        inst, where = inst["image"], f"{where}.image"
+    if set(inst) == {"b64"}:
+        return encoded_image(b64decode(inst["b64"], where=f"{where}.b64"), where, limits)
+    if set(inst) == {"data"}:
+        return encoded_image(b64decode(inst["data"], where=f"{where}.data"), where, limits)
+    raise InvalidInput(f"{where} must be {_FORMS}; got an object with keys {sorted(inst)}")
 
 
 def encode_v1(predictions: list[Prediction], labels: tuple[str, ...]) -> dict[str, Any]:

@@ -40,21 +40,18 @@ def decode_v2(request: InferRequest, model: ModelShape, limits: RequestLimits) -
         )
     tensor = inputs[0]
     name, datatype = tensor.name, tensor.datatype
-    expected = INPUT_DATATYPES.get(name)
-    if expected is None:
-        raise InvalidInput(
-            f"unknown input {name!r}; this model accepts "
-            f"{', '.join(f'{n!r} ({t})' for n, t in INPUT_DATATYPES.items())}"
-        )
+    role = _role(name, datatype)
+    expected = INPUT_DATATYPES[role]
     if datatype != expected:
         raise InvalidInput(f"input {name!r} must have datatype {expected}, got {datatype}")
     shape = check_shape(tensor.shape, name)
     images: list[Image]
-    if name == INPUT_ENCODED:
+    # Every message below names the input as the client did: an `input-0` stays `input-0`.
+    if role == INPUT_ENCODED:
         images = encoded_images(tensor, shape, limits)
     else:
         array = numeric_array(tensor, shape, datatype, limits)
-        if name == INPUT_PIXELS:
+        if role == INPUT_PIXELS:
             crop_size = model.crop_size if _cropped(tensor.parameters, name) else None
             images = pixel_images(array, name, limits, crop_size)
         else:
@@ -75,6 +72,23 @@ def _cropped(parameters: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInput(f"input {name!r} parameter {PIXELS_CROPPED!r} must be true or false, got {value!r}")
     return value
+
+
+def _role(name: str, datatype: str) -> str:
+    """Which of the model's inputs the request's one tensor is. By name; and a BYTES tensor under
+    another name (clients default to names like `input-0`) is the one input that takes BYTES."""
+    if name in INPUT_DATATYPES:
+        return name
+    if datatype == "BYTES" and len(_BYTES_INPUTS) == 1:
+        return _BYTES_INPUTS[0]
+    raise InvalidInput(
+        f"unknown input {name!r}; this model accepts "
+        f"{', '.join(f'{n!r} ({t})' for n, t in INPUT_DATATYPES.items())}"
+        + (f"; a BYTES input under another name is taken as {_BYTES_INPUTS[0]!r}" if len(_BYTES_INPUTS) == 1 else "")
+    )
+
+
+_BYTES_INPUTS = [n for n, t in INPUT_DATATYPES.items() if t == "BYTES"]
 
 
 def _requested_outputs(request: InferRequest, model: ModelShape) -> list[OutputRequest]:

@@ -16,7 +16,8 @@ from kserve import model_server
 from ..artifact import ArtifactError, fetch, read_spec
 from ..batching import BatchingConfig
 from ..limits import RequestLimits
-from ..server import PredictorServer, ServerConfig
+from ..server import GrpcMessageLimits, PredictorServer, ServerConfig
+from ..tls import TLSConfig
 from ..workers import Supervisor, follow_supervisor, worker_command
 from . import metrics
 from .config import TransformerConfig, check_workers
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Calls in flight: enough to keep every predictor pod behind the round_robin busy (the predictor's
     # own default, 2, would leave all but two pods idle); each call still coalesces what has queued.
     parser.set_defaults(enable_latency_logging=False, predictor_protocol="grpc-v2", max_concurrent_batches=8)
+    # As for the predictor: unset, --max_body_bytes decides the gRPC message limits (GrpcMessageLimits).
+    parser.set_defaults(grpc_max_receive_message_length=None, grpc_max_send_message_length=None)
     TransformerConfig.add_flags(parser, "predictor hop")
     BatchingConfig.add_flags(parser, "coalescing into predictor calls")
     RequestLimits.add_flags(parser, "request limits")
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server_config = ServerConfig.from_args(args)
         limits = RequestLimits.from_args(args)
+        tls = TLSConfig.from_args(args)
+        GrpcMessageLimits.reconcile(server_config, limits)
         batching = BatchingConfig.from_args(args)
         config = TransformerConfig.from_args(args)
         check_workers(args.workers)
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             server = PredictorServer(
                 config=server_config,
                 limits=limits,
+                tls=tls,
                 http_port=args.http_port,
                 grpc_port=args.grpc_port,
                 max_threads=args.max_threads,

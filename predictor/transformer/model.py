@@ -3,9 +3,11 @@
     request ─▶ codec (same checks as the predictor) ─▶ decode + resize + crop (threads) ─▶ batcher
         ─▶ one gRPC call per batch: UINT8 [N, S, S, 3] ─▶ predictor ─▶ top-k ─▶ codec ─▶ response
 
-The batcher is the predictor's: concurrent client requests become one multi-image predictor call,
-so the predictor pays its per-request cost once per batch. Every image carries its request's
-deadline, and a call's gRPC timeout is what is left of the latest one among its images.
+The request path (codec, outcome metrics, answer) is `ImageModel`'s, as for every role; only where
+the images go differs (`infer`). The batcher is the predictor's: concurrent client requests become
+one multi-image predictor call, so the predictor pays its per-request cost once per batch. Every
+image carries its request's deadline, and a call's gRPC timeout is what is left of the latest one
+among its images.
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import kserve
 import numpy as np
 import torch
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from .. import codec, errors
+from .. import codec, triton
 from ..artifact import fetch, read_labels, read_spec
 from ..batching import BatchingConfig, DynamicBatcher
 from ..imaging import decode_cpu
-from ..jobs import EncodedImage, Image, PixelImage, Prediction, PreprocessedImage
+from ..jobs import EncodedImage, Image, Job, PixelImage, Prediction, PreprocessedImage
 from ..limits import RequestLimits
+from ..model import ImageModel, ModelInfo
 from ..preprocess import EvalTransform
 from . import metrics
 from .config import TransformerConfig
@@ -46,7 +47,12 @@ class HopJob:
     deadline: float  # time.monotonic() by which its request must be answered
 
 
-class ImageTransformer(kserve.Model):
+class ImageTransformer(ImageModel):
+    """Runs no engine: what it hands on is the crop as uint8, which a quarter of float32's bytes
+    carries over the hop, and the predictor scales and normalises it as it does its own crops."""
+
+    request_metrics = metrics.REQUESTS
+
     def __init__(
         self,
         name: str,
@@ -57,26 +63,22 @@ class ImageTransformer(kserve.Model):
         batching: BatchingConfig = BatchingConfig(),
         limits: RequestLimits = RequestLimits(),
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
         self.model_dir = model_dir
         self.storage_uri = storage_uri
         self.config = config
         self.batching = batching
-        self.limits = limits
-        self.labels: tuple[str, ...] = ()
         self.batcher: DynamicBatcher[HopJob, Prediction] | None = None
         self.client: PredictorClient | None = None
         self._transform: EvalTransform | None = None
-        self._shape: codec.ModelShape | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def load(self) -> bool:
         """Read model.json and the labels (not the weights): the same preprocessing as the predictor's."""
         directory = fetch(self.storage_uri, self.model_dir)
         spec = read_spec(directory)
-        self.labels = read_labels(directory / spec.labels, spec.num_classes)
+        labels = read_labels(directory / spec.labels, spec.num_classes)
         self._transform = EvalTransform.from_spec(spec)
-        self._shape = codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k)
         self._pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="transformer-decode")
         timeout_s = self.config.predictor_request_timeout_seconds
         pool = ChannelPool(
@@ -89,9 +91,10 @@ class ImageTransformer(kserve.Model):
             close_grace_s=min(timeout_s, (self.batching.request_timeout_ms or timeout_s * 1000) / 1000),
         )
         self.client = PredictorClient(
-            pool, self.config.predictor_model_name or self.name, max_timeout_s=timeout_s, labels=self.labels
+            pool, self.config.predictor_model_name or self.name, max_timeout_s=timeout_s, labels=labels
         )
         self.batcher = DynamicBatcher(self._call_predictor, self.batching, metrics.QUEUE)
+        self.info = ModelInfo(codec.ModelShape(spec.crop_size, spec.num_classes, spec.top_k), labels)
         logger.info(
             "transformer %s ready: %s px crops of %s for %s at %s (%d channels, round_robin)",
             self.name,
@@ -125,53 +128,23 @@ class ImageTransformer(kserve.Model):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    # ------------------------------------------------------------------ request path
+    # ------------------------------------------------------------------ where the images go
 
-    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        metrics.INFLIGHT_REQUESTS.inc()
-        status = errors.OUTCOME_ERROR
-        try:
-            call = super().__call__(body, headers=headers) if verb is None else super().__call__(body, headers, verb)
-            result = await call
-            status = errors.OUTCOME_OK
-            return result
-        except Exception as e:
-            status = errors.metric_label(e)
-            raise
-        finally:
-            metrics.INFLIGHT_REQUESTS.dec()
-            metrics.REQUESTS.labels(status).inc()
-            metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
-
-    def validate(self, payload: Any) -> Any:
-        return payload
-
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> codec.DecodedRequest:
-        assert self._shape is not None and self.batcher is not None
-        received_at = time.monotonic()
-        self.batcher.reject_if_full()
-        if isinstance(payload, InferRequest):
-            decoded = codec.decode_v2(payload, self._shape, self.limits)
-        else:
-            decoded = codec.decode_v1(payload, self._shape, self.limits)
-        decoded.received_at = received_at
-        return decoded
-
-    async def predict(
-        self, decoded: codec.DecodedRequest, headers: dict[str, str] | None = None
-    ) -> tuple[codec.DecodedRequest, list[Prediction]]:
+    def reject_if_full(self) -> None:
         assert self.batcher is not None
-        timeout_ms = self.batching.request_timeout_ms
-        deadline = decoded.received_at + (timeout_ms / 1000 if timeout_ms is not None else float("inf"))
+        self.batcher.reject_if_full()
+
+    async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
+        """Crop on the CPU threads, then queue the crops for a coalesced predictor call."""
+        assert self.batcher is not None
+        deadline = time.monotonic() + (timeout_ms / 1000 if timeout_ms is not None else float("inf"))
         started = time.perf_counter()
-        arrays = await asyncio.get_running_loop().run_in_executor(self._pool, self._prepare, decoded.images)
+        images = [job.image for job in jobs]
+        arrays = await asyncio.get_running_loop().run_in_executor(self._pool, self._prepare, images)
         metrics.PREPARE_SECONDS.observe(time.perf_counter() - started)
-        k = codec.max_top_k(decoded)
-        jobs = [HopJob(array, k, deadline) for array in arrays]
+        hop_jobs = [HopJob(array, job.top_k, deadline) for array, job in zip(arrays, jobs, strict=True)]
         remaining_ms = None if timeout_ms is None else (deadline - time.monotonic()) * 1000
-        predictions = await self.batcher.submit(jobs, remaining_ms)
-        return decoded, predictions
+        return await self.batcher.submit(hop_jobs, remaining_ms)
 
     def _prepare(self, images: list[Image]) -> list[np.ndarray]:
         """What travels: the crop of every image as uint8 HWC, or a preprocessed tensor as it is."""
@@ -219,18 +192,20 @@ class ImageTransformer(kserve.Model):
             singles = await asyncio.gather(*(self._call_group([job]) for job in jobs), return_exceptions=True)
             return [s if isinstance(s, BaseException) else s[0] for s in singles]
 
-    async def postprocess(
-        self, result: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
-        decoded, predictions = result
-        if decoded.v2_request is None:
-            return codec.encode_v1([p.top(decoded.top_k) for p in predictions], self.labels)
-        return codec.encode_v2(decoded, predictions, self.labels, self.name)
-
     # ------------------------------------------------------------------ metadata
 
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return codec.input_types(self._shape.crop_size if self._shape else -1)
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        return codec.output_types()
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model configuration: the coalescing queue is this process's; the model runs behind it."""
+        parameters = {"role": "transformer"}
+        if self.info is not None:
+            parameters |= {"num_classes": str(self.info.shape.num_classes), "top_k": str(self.info.shape.default_top_k)}
+        if self.client is not None:
+            parameters |= {"predictor": self.client.pool.target, "predictor_model_name": self.client.model_name}
+        return triton.model_config(
+            self.name,
+            inputs=self.get_input_types(),
+            outputs=self.get_output_types(),
+            batching=self.batching,
+            limits=self.limits,
+            parameters=parameters,
+        )

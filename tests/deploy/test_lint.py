@@ -48,27 +48,27 @@ def test_checkov_passes_on_every_rendered_overlay_and_the_dockerfile(tmp_path):
     assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", done.stdout), done.stdout
 
 
-def test_the_dockerfile_is_multi_stage_and_pins_its_base():
+def test_the_dockerfile_is_multi_stage_on_debian_slim():
     froms = re.findall(r"^FROM (\S+)(?: AS (\w+))?", DOCKERFILE, re.M)
     assert len(froms) >= 3
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", froms[0][0])
-    assert "COPY --from=builder /opt/venv /opt/venv" in DOCKERFILE
+    assert re.fullmatch(r"docker\.io/library/debian:[a-z]+-slim", froms[0][0])
 
 
-def test_dependencies_install_before_the_source_is_copied():
+def test_dependencies_install_from_the_lock_before_the_source_is_copied():
     lines = DOCKERFILE.splitlines()
 
     def first(pattern):
         return next(i for i, line in enumerate(lines) if re.search(pattern, line))
 
-    assert first(r"^COPY pyproject.toml") < first(r"pip install --requirement") < first(r"^COPY predictor/")
+    assert first(r"^COPY requirements.txt") < first(r"--require-hashes") < first(r"^COPY predictor/")
 
 
-def test_the_final_stage_runs_as_a_high_uid_without_compilers_or_model():
+def test_the_final_stage_runs_as_a_high_uid_without_installer_or_model():
     final = DOCKERFILE.split("AS final", 1)[1]
     user = re.search(r"^USER (\d+):(\d+)", final, re.M)
     assert user and int(user.group(1)) >= 10000
-    assert not re.search(r"\b(gcc|g\+\+|build-essential|apt-get install)\b", final)
+    # pip reaches the final stage only as a build-time mount; g++ stays, for torch.compile at run time.
+    assert not re.search(r"\b(python3[.\d]*-venv|python3-pip|build-essential)\b|COPY --from=pip", final)
     assert "/mnt/models" not in final and "COPY models" not in DOCKERFILE
     assert final.rstrip().endswith('ENTRYPOINT ["python", "-m", "predictor"]')
 
@@ -78,4 +78,4 @@ def test_the_dockerignore_admits_only_what_the_image_needs():
         line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")
     ]
     assert lines[0] == "*"
-    assert {"!pyproject.toml", "!predictor/"} <= set(lines)
+    assert {"!requirements.txt", "!predictor/"} <= set(lines)

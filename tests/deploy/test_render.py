@@ -53,7 +53,7 @@ def test_the_keda_query_follows_the_name_and_namespace():
     (metric,) = isvc["spec"]["predictor"]["autoScaling"]["metrics"]
     assert (
         metric["external"]["metric"]["query"]
-        == 'sum(predictor_queue_depth{namespace="prod", isvc="a-image-classifier"})'
+        == 'sum(predictor_queue_depth{namespace="prod", isvc="a-image-classifier", model_name="a-image-classifier"})'
     )
 
 

@@ -52,7 +52,11 @@ class Gate(Protocol):
 
 
 def _selector(obs: Observation, subject: Subject) -> str:
-    labels = [f'namespace="{obs.isvc.namespace}"', f'isvc="{obs.isvc.name}"']
+    # The predictor labels its series with model_name, and the runtime serves the model under the
+    # InferenceService's name: KServe fills --model_name={{.Name}} from the InferenceService's metadata
+    # (ReplacePlaceholders, pkg/controller/v1beta1/inferenceservice/utils/utils.go), for a canary from
+    # a copy of it (reconcileCanaryDeployments, .../inferenceservice/components/predictor.go).
+    labels = [f'namespace="{obs.isvc.namespace}"', f'isvc="{obs.isvc.name}"', f'model_name="{obs.isvc.name}"']
     if subject.matchers:
         labels.append(subject.matchers)
     return ", ".join(labels)

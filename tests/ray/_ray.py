@@ -1,0 +1,141 @@
+"""Helpers for the Ray Serve tests: the local Serve application on free loopback ports, and
+reading a front door's answers the same way for both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from devtools.launcher import REPO, free_port
+from predictor.ray.serve_config import localize
+
+SERVE_CONFIG = REPO / "inferenceservices" / "ray" / "serve-config.yaml"
+# The `serve` command, with Ctrl-C restored: a process started in the background inherits SIGINT
+# ignored, and `serve run` shuts Serve down only on KeyboardInterrupt.
+_SERVE_CLI = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'serve'; from ray.serve.scripts import cli; sys.exit(cli())"
+)
+
+
+@dataclass
+class ServeApp:
+    process: subprocess.Popen
+    model_name: str
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        # Ctrl-C: `serve run` shuts Serve down (replicas drain) and stops its Ray instance.
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, ready_timeout_s: float = 300) -> ServeApp:
+    """`serve run` of the RayService's own Serve config, localized as `make serve-ray` does."""
+    http_port, grpc_port = free_port(), free_port()
+    config = localize(
+        yaml.safe_load(SERVE_CONFIG.read_text()), model_dir=str(model_dir), http_port=http_port, grpc_port=grpc_port
+    )
+    args = config["applications"][0]["args"]
+    args.update(model_name=model_name, max_batch_size=max_batch_size, max_latency_ms=20)
+    directory = Path(tempfile.mkdtemp(prefix="serve-app-"))
+    (directory / "serve-config.yaml").write_text(yaml.safe_dump(config))
+    log = directory / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE_CLI, "run", "--address", "local", str(directory / "serve-config.yaml")],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    app = ServeApp(process, model_name, http_port, grpc_port, log)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with {process.returncode}:\n{app.log()[-4000:]}")
+        try:
+            if httpx.get(f"{app.base_url}/v2/models/{model_name}/ready", timeout=2).status_code == 200:
+                return app
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    app.stop()
+    raise RuntimeError(f"Serve application not ready after {ready_timeout_s} s:\n{app.log()[-4000:]}")
+
+
+_STATS_CHILD = r"""
+import json, sys, ray
+from ray import serve
+address, app_name, deployment, want = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ray.init(address=address, configure_logging=False, log_to_driver=False)
+handle = serve.get_deployment_handle(deployment, app_name=app_name)
+seen = {}
+for _ in range(200):  # Serve picks replicas at random: a few calls reach each one
+    stats = handle.stats.remote().result()
+    seen[stats.replica_id] = stats.__dict__
+    if len(seen) >= want:
+        break
+print(json.dumps(list(seen.values())))
+"""
+
+
+def ray_address(pid: int) -> str:
+    """The GCS address of the Ray instance that process `pid` started (its session directory
+    carries the starter's pid in its name)."""
+    sessions = sorted(Path(tempfile.gettempdir(), "ray").glob(f"session_*_{pid}"))
+    if not sessions:
+        raise RuntimeError(f"no Ray session started by pid {pid}")
+    (port_file,) = sessions[-1].glob("gcs_server_port_*")
+    import ray.util
+
+    return f"{ray.util.get_node_ip_address()}:{port_file.read_text().strip()}"
+
+
+def replica_stats(pid: int, app_name: str, replicas: int) -> list[dict]:
+    """Each classifier replica's batch counters, read through Serve from a separate driver."""
+    from predictor.ray.config import CLASSIFIER_DEPLOYMENT
+
+    done = subprocess.run(
+        [sys.executable, "-c", _STATS_CHILD, ray_address(pid), app_name, CLASSIFIER_DEPLOYMENT, str(replicas)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        # Local instances require Ray's token (~/.ray/auth_token), which a client sends only in token mode.
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"stats child failed:\n{done.stderr[-3000:]}")
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
