@@ -76,4 +76,5 @@ clean: ## Remove everything make created: venvs, models, benchmark and soak resu
 
 include mk/image.mk
 include mk/deploy.mk
+include mk/pipeline.mk
 include mk/ray.mk

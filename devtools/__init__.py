@@ -2,7 +2,8 @@
 
 Not part of the served predictor (the image installs `predictor` only):
 
-- `launcher`: start the real `python -m predictor` on free loopback ports and wait until it is ready;
+- `launcher`: start the real `python -m predictor` (or its transformer and combiner roles) on free
+  loopback ports and wait until it is ready;
 - `photos`: real photos from scikit-image's bundled data, and the image encoders;
 - `payloads`: request bodies for v1, v2 JSON, v2 binary and v2 gRPC, and readers for the answers;
 - `metrics`: the server's /metrics, parsed with `prometheus_client.parser`;

@@ -84,12 +84,14 @@ class RunningServer:
     def metrics(self) -> metrics.Metrics:
         return metrics.scrape(self.base_url)
 
-    async def until_inflight(self, client: httpx.AsyncClient, count: int, timeout_s: float = 20) -> None:
-        """Until the server holds `count` requests in flight (its own gauge), or timeout_s passes."""
+    async def until_inflight(
+        self, client: httpx.AsyncClient, count: int, timeout_s: float = 20, gauge: str = "predictor_inflight_requests"
+    ) -> None:
+        """Until the server holds `count` requests in flight (its own `gauge`), or timeout_s passes."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             held = await metrics.scrape_async(client, self.base_url)
-            if held is not None and held.get("predictor_inflight_requests", 0) >= count:
+            if held is not None and held.get(gauge, 0) >= count:
                 return
             await asyncio.sleep(0.02)
 
@@ -111,15 +113,13 @@ class RunningServer:
         url = f"{self.base_url}/v2/models/{self.model_name}/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"predictor exited with {self.process.returncode} before ready:\n{self.log()[-4000:]}"
-                )
+                raise RuntimeError(f"server exited with {self.process.returncode} before ready:\n{self.log()[-4000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2, verify=self.verify()).status_code == 200:
                     return
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"predictor not ready after {timeout_s:.0f} s:\n{self.log()[-4000:]}")
+        raise RuntimeError(f"server not ready after {timeout_s:.0f} s:\n{self.log()[-4000:]}")
 
     def wait_exit(self, timeout_s: float = 120) -> int:
         """The exit status of a server expected to stop by itself; killed if it has not after timeout_s."""
@@ -153,25 +153,26 @@ def launch(
     model_name: str = "classifier",
     log_path: Path | None = None,
     threads: int | None = TEST_THREADS,
+    module: str = "predictor",
     env: dict[str, str] | None = None,
     http_port: int | None = None,
+    grpc_port: int | None = None,
     ca_file: str | None = None,
 ) -> RunningServer:
-    """Start the server and return at once (see `RunningServer.wait_ready`).
+    """Start the server and return at once (see `RunningServer.wait_ready`), on free ports unless given.
 
-    `args` are more predictor flags; `threads` sets OMP_NUM_THREADS unless the environment already
-    does (None: torch's default, every core, as a benchmark wants); `env` adds to the environment.
+    `args` are more flags; `threads` sets OMP_NUM_THREADS unless the environment already
+    does (None: torch's default, every core, as a benchmark wants); `module` is the role
+    (`predictor`, `predictor.transformer`, `predictor.combiner`); `env` adds to the environment.
     `http_port`: where REST will listen when `args` decide it (a later --http_port wins); `ca_file`:
     the server speaks TLS, with a certificate this CA signed."""
-    grpc_port = free_port()
-    if http_port is None:
-        http_port = free_port()
+    http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
     if log_path is None:
-        log_path = Path(tempfile.mkstemp(prefix="predictor-", suffix=".log")[1])
+        log_path = Path(tempfile.mkstemp(prefix=f"{module.replace('.', '-')}-", suffix=".log")[1])
     cmd = [
         sys.executable,
         "-m",
-        "predictor",
+        module,
         "--model_name",
         model_name,
         "--http_port",
@@ -207,3 +208,11 @@ def start(
     server = launch(model_dir, *args, model_name=model_name, log_path=log_path, threads=threads, **options)
     server.wait_ready(ready_timeout_s)
     return server
+
+
+def start_transformer(
+    model_dir: str | os.PathLike[str] | None, predictor: RunningServer, *args: str, **kwargs: Any
+) -> RunningServer:
+    """`python -m predictor.transformer` in front of `predictor` (over its gRPC port), under the same model name."""
+    kwargs.setdefault("model_name", predictor.model_name)
+    return start(model_dir, "--predictor_host", predictor.grpc_url, *args, module="predictor.transformer", **kwargs)

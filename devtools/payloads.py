@@ -167,6 +167,20 @@ def grpc_request_bytes(model: str, *images: bytes) -> bytes:
     return request.SerializeToString()
 
 
+def grpc_pixels_request_bytes(model: str, pixels: Any, *, cropped: bool = True) -> bytes:
+    """A serialised ModelInferRequest carrying uint8 HWC `pixels` ([N, H, W, 3]) as one raw UINT8 tensor;
+    `cropped`: already resized and cropped to the model's crop size, as a transformer sends them."""
+    with _argv_hidden():
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="pixels", datatype="UINT8", shape=list(pixels.shape))
+    if cropped:
+        tensor.parameters["cropped"].bool_param = True
+    request.raw_input_contents.append(pixels.tobytes())
+    return request.SerializeToString()
+
+
 def top_class_grpc(raw: bytes) -> str:
     """The first image's top class from a serialised ModelInferResponse."""
     with _argv_hidden():

@@ -29,6 +29,7 @@ from .metrics import (
     QUEUE_DEPTH,
     QUEUE_WAIT_SECONDS,
     REJECTED,
+    ModelMetric,
 )
 
 T = TypeVar("T")
@@ -93,6 +94,22 @@ class _Item(Generic[T]):
 
 
 @dataclass(frozen=True)
+class QueueMetrics:
+    """Where a batcher reports: the predictor's metrics by default; a transformer's queue reports
+    under names of its own, so a pod's sums never mix the two."""
+
+    batch_size: ModelMetric
+    queue_wait_seconds: ModelMetric
+    queue_depth: ModelMetric
+    inflight_batches: ModelMetric
+    rejected: ModelMetric
+    expired: ModelMetric
+
+
+PREDICTOR_QUEUE_METRICS = QueueMetrics(BATCH_SIZE, QUEUE_WAIT_SECONDS, QUEUE_DEPTH, INFLIGHT_BATCHES, REJECTED, EXPIRED)
+
+
+@dataclass(frozen=True)
 class BatchingConfig(FlagConfig):
     """How the batcher cuts batches and when it refuses; checked once, here."""
 
@@ -127,9 +144,12 @@ class DynamicBatcher(Generic[T, R]):
     the request that item belongs to.
     """
 
-    def __init__(self, handler: BatchHandler[T, R], config: BatchingConfig) -> None:
+    def __init__(
+        self, handler: BatchHandler[T, R], config: BatchingConfig, metrics: QueueMetrics = PREDICTOR_QUEUE_METRICS
+    ) -> None:
         self._handler = handler
         self.config = config
+        self._metrics = metrics
         self._max_batch_size = config.max_batch_size
         self._max_latency_s = config.max_latency_ms / 1000
         self._max_queue_size = config.max_queue_size
@@ -161,7 +181,7 @@ class DynamicBatcher(Generic[T, R]):
             raise ServerBusy("shutting down")
         depth = len(self._queue)
         if depth >= self._max_queue_size:
-            REJECTED.inc()
+            self._metrics.rejected.inc()
             raise ServerBusy(f"queue full: {depth} images waiting, max_queue_size={self._max_queue_size}; retry later")
 
     def start(self) -> None:
@@ -188,14 +208,14 @@ class DynamicBatcher(Generic[T, R]):
             )
         depth = len(self._queue)
         if depth + size > self._max_queue_size:
-            REJECTED.inc()
+            self._metrics.rejected.inc()
             raise ServerBusy(
                 f"queue full: {depth} images waiting, {size} more would exceed "
                 f"max_queue_size={self._max_queue_size}; retry later"
             )
         timeout = self._request_timeout_ms if timeout_ms is None else timeout_ms
         if timeout is not None and timeout <= 0:
-            EXPIRED.inc(size)
+            self._metrics.expired.inc(size)
             raise DeadlineExceeded(f"request timeout of {timeout:g} ms had passed before it was queued")
 
         self.start()
@@ -214,7 +234,7 @@ class DynamicBatcher(Generic[T, R]):
             # is busy elsewhere, rather than when its turn finally comes.
             request.timer = loop.call_later(timeout / 1000, self._on_deadline, request)
         self._queue.extend(_Item(request, i, x) for i, x in enumerate(items))
-        QUEUE_DEPTH.inc(size)
+        self._metrics.queue_depth.inc(size)
         if depth == 0 or len(self._queue) >= self._max_batch_size:
             self._ready.set()
         try:
@@ -270,19 +290,19 @@ class DynamicBatcher(Generic[T, R]):
 
     def _take(self, now: float) -> list[_Item[T]]:
         batch = [self._queue.popleft() for _ in range(min(self._max_batch_size, len(self._queue)))]
-        QUEUE_DEPTH.dec(len(batch))
+        self._metrics.queue_depth.dec(len(batch))
         for item in batch:
             request = item.request
-            QUEUE_WAIT_SECONDS.observe(now - request.enqueued_at)
+            self._metrics.queue_wait_seconds.observe(now - request.enqueued_at)
             request.queued -= 1
             if request.queued == 0 and request.timer is not None:
                 request.timer.cancel()  # on the device now: let it finish
         return batch
 
     def _dispatch(self, batch: list[_Item[T]]) -> None:
-        BATCH_SIZE.observe(len(batch))
+        self._metrics.batch_size.observe(len(batch))
         self._inflight += 1
-        INFLIGHT_BATCHES.inc()
+        self._metrics.inflight_batches.inc()
         task = asyncio.get_running_loop().create_task(self._run_batch(batch))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
@@ -301,7 +321,7 @@ class DynamicBatcher(Generic[T, R]):
             error = exc
         finally:
             self._inflight -= 1
-            INFLIGHT_BATCHES.dec()
+            self._metrics.inflight_batches.dec()
             self._slots.release()
         outcomes: Sequence[R | BaseException] = results if error is None else [error] * len(batch)
         for item, outcome in zip(batch, outcomes, strict=False):
@@ -330,7 +350,7 @@ class DynamicBatcher(Generic[T, R]):
         removed = {r: r.queued for r in requests}
         self._remove(requests)
         for request, count in removed.items():
-            EXPIRED.inc(count)
+            self._metrics.expired.inc(count)
             request.fail(
                 DeadlineExceeded(
                     f"request timeout of {request.timeout_ms:g} ms passed with "
@@ -343,7 +363,7 @@ class DynamicBatcher(Generic[T, R]):
             return
         before = len(self._queue)
         self._queue = deque(i for i in self._queue if i.request not in requests)
-        QUEUE_DEPTH.dec(before - len(self._queue))
+        self._metrics.queue_depth.dec(before - len(self._queue))
         for request in requests:
             request.queued = 0
 

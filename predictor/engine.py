@@ -253,7 +253,8 @@ class Engine:
         """Model input per job. Images of the same size are transformed as one stacked tensor:
         a few kernels per size instead of a few per image (photos from one camera share a size)."""
         rows: dict[int, torch.Tensor] = {}
-        by_size: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+        # Keyed by (already cropped, shape): a transformer's crops only need normalising.
+        by_size: dict[tuple[bool, tuple[int, ...]], list[tuple[int, torch.Tensor]]] = {}
         for i, job in enumerate(jobs):
             if i in errors:
                 continue
@@ -262,10 +263,12 @@ class Engine:
                 rows[i] = self._to_device(image.tensor)
                 continue
             chw = self._to_device(image.pixels) if isinstance(image, PixelImage) else pixels[i]
-            by_size.setdefault(tuple(chw.shape), []).append((i, chw))
-        for members in by_size.values():
+            cropped = isinstance(image, PixelImage) and image.cropped
+            by_size.setdefault((cropped, tuple(chw.shape)), []).append((i, chw))
+        for (cropped, _), members in by_size.items():
+            transform = self.transform.normalise if cropped else self.transform
             try:
-                out = self.transform(torch.stack([chw for _, chw in members]))
+                out = transform(torch.stack([chw for _, chw in members]))
             except Exception as e:  # one bad group must not fail the rest of the batch
                 errors.update((i, e) for i, _ in members)
                 continue

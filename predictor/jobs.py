@@ -20,9 +20,11 @@ class EncodedImage:
 
 @dataclass(frozen=True)
 class PixelImage:
-    """Decoded RGB, uint8 [3, H, W]."""
+    """Decoded RGB, uint8 [3, H, W]. `cropped`: already resized and centre-cropped to the model's
+    crop size (by a transformer), so only scaling and normalisation remain."""
 
     pixels: torch.Tensor
+    cropped: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ still sees the whole pod.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -44,15 +45,19 @@ _SECONDS_BUCKETS = (
 STATUSES = ("ok", "invalid", "busy", "timeout", "error")  # predictor.errors' outcome labels
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 
+_ALL: list[ModelMetric] = []
+
 
 class ModelMetric:
     """A metric family labelled with the served model's name first. `labels(...)` takes the
-    family's other labels; `inc`, `dec`, `set` and `observe` act on the series without any."""
+    family's other labels; `inc`, `dec`, `set` and `observe` act on the series without any.
+    Every instance, here or in another role's metrics module, is bound by `bind_model`."""
 
     def __init__(self, family: MetricWrapperBase, values: tuple[str, ...] = ()) -> None:
         self.family = family
         self._values = values
         self._children: dict[tuple[str, ...], Any] = {}
+        _ALL.append(self)
 
     def labels(self, *values: str) -> Any:
         child = self._children.get(values)
@@ -164,28 +169,25 @@ DEVICE_MEMORY_BYTES = ModelMetric(
     )
 )
 
-_ALL = (
-    BATCH_SIZE,
-    QUEUE_WAIT_SECONDS,
-    STAGE_SECONDS,
-    REQUEST_SECONDS,
-    REQUESTS,
-    LAST_REQUEST_TIMESTAMP_SECONDS,
-    QUEUE_DEPTH,
-    INFLIGHT_REQUESTS,
-    INFLIGHT_BATCHES,
-    REJECTED,
-    EXPIRED,
-    OOM_SPLITS,
-    DEVICE_MEMORY_BYTES,
-)
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Where a role's request path (`model.ImageModel`) counts each request's outcome."""
+
+    requests: ModelMetric
+    request_seconds: ModelMetric
+    inflight_requests: ModelMetric
+    last_request_timestamp_seconds: ModelMetric
+
+
+PREDICTOR_REQUEST_METRICS = RequestMetrics(REQUESTS, REQUEST_SECONDS, INFLIGHT_REQUESTS, LAST_REQUEST_TIMESTAMP_SECONDS)
 
 # Until a model is bound (the batcher or engine used on their own, as in their unit tests).
 _served_model = ""
 
 
 def bind_model(name: str) -> None:
-    """Label every `predictor_*` series from now on with `model_name=name`: the model this process serves."""
+    """Label every series of a `ModelMetric` from now on with `model_name=name`: the model this process serves."""
     global _served_model
     _served_model = name
     for metric in _ALL:

@@ -32,7 +32,10 @@ class ModelInfo:
 class ImageModel(kserve.Model):
     """The request path every role shares: decode and check with the codec, count each outcome,
     run the images somewhere (`infer`), encode the answer. Subclasses say where the images run:
-    this process's engine (`ImageClassifier`) or remote replicas."""
+    this process's engine (`ImageClassifier`), remote replicas, or a predictor behind a transformer."""
+
+    # Where outcomes are counted; a role whose pod is scraped beside a predictor's counts under names of its own.
+    request_metrics: metrics.RequestMetrics = metrics.PREDICTOR_REQUEST_METRICS
 
     def __init__(self, name: str, *, limits: RequestLimits, request_timeout_ms: float | None) -> None:
         super().__init__(name)
@@ -49,9 +52,10 @@ class ImageModel(kserve.Model):
         """Raise ServerBusy when the images could not even be queued: checked before decoding."""
 
     async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None, **kwargs: Any) -> Any:
-        """KServe's pipeline, counted: every outcome lands in predictor_requests_total."""
+        """KServe's pipeline, counted: every outcome lands in `request_metrics` (predictor_requests_total)."""
+        counted = self.request_metrics
         start = time.perf_counter()
-        metrics.INFLIGHT_REQUESTS.inc()
+        counted.inflight_requests.inc()
         status = errors.OUTCOME_ERROR  # also for cancellation, which no handler below sees
         try:
             call = super().__call__(body, headers=headers) if verb is None else super().__call__(body, headers, verb)
@@ -62,10 +66,10 @@ class ImageModel(kserve.Model):
             status = errors.metric_label(e)
             raise
         finally:
-            metrics.INFLIGHT_REQUESTS.dec()
-            metrics.REQUESTS.labels(status).inc()
-            metrics.REQUEST_SECONDS.labels(status).observe(time.perf_counter() - start)
-            metrics.LAST_REQUEST_TIMESTAMP_SECONDS.set(time.time())
+            counted.inflight_requests.dec()
+            counted.requests.labels(status).inc()
+            counted.request_seconds.labels(status).observe(time.perf_counter() - start)
+            counted.last_request_timestamp_seconds.set(time.time())
 
     def validate(self, payload: Any) -> Any:
         # KServe's check assumes a dict or InferRequest; ours is a DecodedRequest the codec already checked.
@@ -107,17 +111,10 @@ class ImageModel(kserve.Model):
     # ------------------------------------------------------------------ metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        s = self.info.shape.crop_size if self.info else -1
-        return [
-            {"name": codec.INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
-            {"name": codec.INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
-            {"name": codec.INPUT_TENSOR, "datatype": "FP32", "shape": [-1, 3, s, s]},
-        ]
+        return codec.input_types(self.info.shape.crop_size if self.info else -1)
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in codec.OUTPUT_DATATYPES.items()
-        ]
+        return codec.output_types()
 
 
 class ImageClassifier(ImageModel):

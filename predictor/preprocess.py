@@ -79,8 +79,17 @@ class EvalTransform:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 [..., 3, H, W] -> float32 [..., 3, crop, crop]."""
+        return self.normalise(self.resize_crop(image))
+
+    def resize_crop(self, image: torch.Tensor) -> torch.Tensor:
+        """The geometric half: uint8 [..., 3, H, W] -> uint8 [..., 3, crop, crop]. A transformer
+        runs it on the CPU and sends the crop; the predictor then only normalises."""
         image = F.resize(image, [self.resize_size], interpolation=self.interpolation, antialias=True)
-        image = F.center_crop(image, [self.crop_size])
+        cropped: torch.Tensor = F.center_crop(image, [self.crop_size])
+        return cropped
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """The photometric half: uint8 [..., 3, crop, crop] -> float32, scaled to 0..1 and normalised."""
         image = F.to_dtype(image, torch.float32, scale=True)
         normalised: torch.Tensor = F.normalize(image, mean=self.mean, std=self.std)
         return normalised

@@ -172,13 +172,14 @@ def _mark_dead(pid: int, metrics_dir: str) -> None:
     multiprocess.mark_process_dead(pid, metrics_dir)
 
 
-def worker_command(argv: Sequence[str], model_dir: str) -> list[str]:
+def worker_command(argv: Sequence[str], model_dir: str, module: str = "predictor") -> list[str]:
     """The worker's command line: the same flags, and later ones that win (argparse keeps the last):
-    one process, shared ports, and the artifact the supervisor already fetched."""
+    one process, shared ports, and the artifact the supervisor already fetched. `module` is the
+    role: `predictor` or `predictor.transformer`."""
     return [
         sys.executable,
         "-m",
-        "predictor",
+        module,
         *argv,
         "--workers",
         "1",

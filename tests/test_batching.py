@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 import predictor.batching as batching
 from predictor.batching import BatchingConfig, DynamicBatcher
 from predictor.errors import DeadlineExceeded, ServerBusy
+from predictor.metrics import MODEL_LABEL, served_model
 
 LONG_MS = 10_000.0  # a latency or timeout no test ever waits out
 
@@ -36,7 +37,8 @@ def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., No
 
 
 def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
+    """The batcher's series, under whichever model this process has bound (none: `model_name=""`)."""
+    return REGISTRY.get_sample_value(name, {MODEL_LABEL: served_model()}) or 0.0
 
 
 class Handler:

@@ -26,10 +26,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .clients import PROTOCOLS
+from .clients import PIXELS, PROTOCOLS
 from .engine import engine_bench, model_info
 from .report import load_average, machine_info, plot, print_tables
-from .sweep import batching_gain, network_sweep, servers, summarize
+from .sweep import batching_gain, hop_cost, network_sweep, servers, summarize
 from .workload import load_image
 
 
@@ -42,11 +42,10 @@ def _int_list(text: str) -> list[int]:
 
 def _protocol_list(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(values) - set(PROTOCOLS))
+    known = (*PROTOCOLS, PIXELS)
+    unknown = sorted(set(values) - set(known))
     if not values or unknown:
-        raise argparse.ArgumentTypeError(
-            f"protocols are a comma-separated subset of {','.join(PROTOCOLS)}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"protocols are a comma-separated subset of {','.join(known)}, got {text!r}")
     return values
 
 
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocols",
         type=_protocol_list,
         default=list(PROTOCOLS),
-        help="grpc: v2 gRPC; rest: v2 REST binary; v1: v1 JSON base64",
+        help="grpc: v2 gRPC; rest: v2 REST binary; v1: v1 JSON base64; pixels: v2 gRPC, UINT8 already cropped",
     )
     p.add_argument("--concurrency", type=_int_list, default=[1, 8, 32], help="Closed-loop clients per step")
     p.add_argument("--duration_s", type=float, default=10.0, help="Measured time per step (and per engine variant)")
@@ -103,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine_batch_size", type=_int_list, default=None, help="default: 1 and --max_batch_size")
     p.add_argument("--profile", action="store_true", help="Engine mode: torch.profiler's top operators per batch size")
     p.add_argument("--skip_baseline", action="store_true", help="No max_batch_size=1 server")
+    p.add_argument(
+        "--hop",
+        action="store_true",
+        help="Hop mode: one predictor, called directly and through `python -m predictor.transformer` in front of "
+        "it, step by step in one run (no baseline, no engine)",
+    )
+    p.add_argument("--transformer_args", default="", help="Hop mode: more transformer flags")
     p.add_argument("--output_dir", default="bench-results")
     p.add_argument(
         "--server_url", default=None, help="Bench this running server (REST base URL) instead of starting one"
@@ -116,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.engine_only and args.skip_engine:
         parser.error("--engine_only and --skip_engine exclude each other")
+    if args.hop:
+        if args.server_url is not None or not args.model_dir:
+            parser.error("--hop starts its own predictor and transformer: it needs --model_dir, not --server_url")
+        args.skip_baseline = args.skip_engine = True
     if args.server_url is not None:
         args.skip_baseline = True  # a remote server's max_batch_size is not ours to change
         args.skip_engine = args.skip_engine or (args.model_dir is None and not args.engine_only)
@@ -153,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=[asdict(s) for s in steps],
             summary=summary,
             batching_gain=batching_gain(summary),
+            hop_cost=hop_cost(summary),
         )
     if not args.skip_engine:
         print("engine only:", flush=True)

@@ -17,6 +17,10 @@ import httpx
 from .. import payloads
 
 PROTOCOLS = ("grpc", "rest", "v1")  # v2 gRPC, v2 REST binary, v1 JSON base64
+# v2 gRPC with the image already decoded and cropped to the model's size (UINT8 `pixels`, cropped=true):
+# what a transformer sends, so a hop step through one measures the hop itself, not moved CPU work.
+PIXELS = "pixels"
+GRPC_PROTOCOLS = ("grpc", PIXELS)
 REQUEST_TIMEOUT_S = 30.0  # a request slower than this is an error, and bounds a step's drain
 
 
@@ -116,6 +120,6 @@ class HttpClient:
 
 
 def build_client(spec: ClientSpec) -> GrpcClient | HttpClient:
-    if spec.protocol == "grpc":
+    if spec.protocol in GRPC_PROTOCOLS:
         return GrpcClient(spec.grpc_target, spec.grpc_request, spec.grpc_channels)
     return HttpClient(spec.base_url, spec.model_name, spec.protocol, spec.image, spec.max_connections)

@@ -92,6 +92,19 @@ def print_tables(report: dict[str, Any]) -> None:
                 f"{g['protocol']:<6}{g['concurrency']:>5}{_fmt(g['batched_images_per_s']):>10}"
                 f"{_fmt(g['baseline_images_per_s']):>10}{_fmt(g['ratio']):>8}"
             )
+    if report.get("hop_cost"):
+        print("\nThrough the transformer (hop) against the predictor directly:")
+        print(
+            f"{'proto':<7}{'conc':>5}{'direct img/s':>14}{'hop img/s':>11}{'direct p50':>12}{'hop p50':>9}"
+            f"{'+p50 ms':>9}{'+p99 ms':>9}{'batch d/h':>11}"
+        )
+        for h in report["hop_cost"]:
+            print(
+                f"{h['protocol']:<7}{h['concurrency']:>5}{_fmt(h['direct_images_per_s']):>14}"
+                f"{_fmt(h['hop_images_per_s']):>11}{_fmt(h['direct_latency_ms']['p50']):>12}"
+                f"{_fmt(h['hop_latency_ms']['p50']):>9}{_fmt(h['added_ms']['p50']):>9}{_fmt(h['added_ms']['p99']):>9}"
+                f"{_fmt(h['direct_mean_batch']) + '/' + _fmt(h['hop_mean_batch']):>11}"
+            )
     if report.get("engine"):
         e = report["engine"]
         print(f"\nEngine only ({e['device']}, {e['precision']}, compile={e['compile']}):")
@@ -137,7 +150,7 @@ def _plot_network(summary: list[dict[str, Any]], throughput_ax: Any, p99_ax: Any
         lines.setdefault(f"{r['protocol']} {r['config']}", []).append(r)
     for label, rows in sorted(lines.items()):
         rows.sort(key=lambda r: r["concurrency"])
-        style = "--" if label.endswith("baseline") else "-"
+        style = "--" if label.endswith(("baseline", "hop")) else "-"
         xs = [r["concurrency"] for r in rows]
         throughput_ax.plot(xs, [r["images_per_s"] for r in rows], style, marker="o", label=label)
         p99_ax.plot(xs, [r["latency_ms"]["p99"] for r in rows], style, marker="o", label=label)

@@ -11,7 +11,7 @@ import shlex
 import statistics
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ import httpx
 from .. import payloads
 from ..launcher import RunningServer, launch
 from ..metrics import Metrics, scrape_async
-from .clients import ClientSpec, GrpcClient, HttpClient, build_client
+from .clients import PIXELS, ClientSpec, GrpcClient, HttpClient, build_client
 from .load import Probes, StepPlan, client_pool, latency_summary, run_step, run_step_in_processes
 from .report import step_line
 from .workload import BenchImage
 
 BATCHED, BASELINE = "batched", "baseline"
+# Hop mode: the predictor called directly, and the same predictor through a transformer.
+DIRECT, HOP = "direct", "hop"
 BATCH_SIZE_METRIC = "predictor_batch_size"
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 SERVER_READY_TIMEOUT_S = 600.0  # --compile on a GPU compiles and captures every batch bucket first
@@ -34,13 +36,19 @@ DEFAULT_GRPC_PORT = 8081
 
 @dataclass
 class Target:
-    config: str  # BATCHED or BASELINE
+    config: str  # BATCHED or BASELINE, or DIRECT or HOP
     base_url: str
     grpc_target: str
-    server: RunningServer | None = None  # None: a server this benchmark did not start
+    # The processes that serve this target (a transformer and its predictor for HOP); none: a
+    # server this benchmark did not start.
+    servers: list[RunningServer] = field(default_factory=list)
+    metrics_url: str | None = None  # whose /metrics a step reads (the predictor's); default base_url
 
     def cpu_s(self) -> float | None:
-        return self.server.cpu_s() if self.server is not None else None
+        if not self.servers:
+            return None
+        used = [s.cpu_s() for s in self.servers]
+        return None if None in used else sum(u for u in used if u is not None)
 
 
 @dataclass
@@ -86,8 +94,47 @@ def _launch(config: str, args: argparse.Namespace, max_batch_size: int, output_d
     return launch(args.model_dir, *flags, model_name=args.model_name, log_path=log_path, threads=None)
 
 
+def _launch_transformer(args: argparse.Namespace, predictor: RunningServer, output_dir: Path) -> RunningServer:
+    flags = ["--predictor_host", predictor.grpc_url, "--max_batch_size", str(args.max_batch_size)]
+    flags += shlex.split(args.transformer_args)
+    log_path = output_dir / "server-transformer.log"
+    return launch(
+        args.model_dir,
+        *flags,
+        model_name=args.model_name,
+        log_path=log_path,
+        threads=None,
+        module="predictor.transformer",
+    )
+
+
+@contextlib.contextmanager
+def hop_servers(args: argparse.Namespace, output_dir: Path) -> Iterator[list[Target]]:
+    """One predictor, and a transformer in front of it: the same predictor reached directly and
+    through the hop, both read from the predictor's /metrics."""
+    started: list[RunningServer] = []
+    try:
+        predictor = _launch(DIRECT, args, args.max_batch_size, output_dir)
+        started.append(predictor)
+        transformer = _launch_transformer(args, predictor, output_dir)
+        started.append(transformer)
+        for server in started:
+            server.wait_ready(SERVER_READY_TIMEOUT_S)
+        yield [
+            Target(DIRECT, predictor.base_url, predictor.grpc_url, [predictor], predictor.base_url),
+            Target(HOP, transformer.base_url, transformer.grpc_url, [predictor, transformer], predictor.base_url),
+        ]
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
 @contextlib.contextmanager
 def servers(args: argparse.Namespace, output_dir: Path) -> Iterator[list[Target]]:
+    if args.hop:
+        with hop_servers(args, output_dir) as targets:
+            yield targets
+        return
     if args.server_url is not None:
         grpc_target = args.grpc_url or f"{httpx.URL(args.server_url).host}:{DEFAULT_GRPC_PORT}"
         yield [Target(BATCHED, args.server_url.rstrip("/"), grpc_target)]
@@ -100,7 +147,7 @@ def servers(args: argparse.Namespace, output_dir: Path) -> Iterator[list[Target]
             started.append(_launch(config, args, size, output_dir))
         for server in started:
             server.wait_ready(SERVER_READY_TIMEOUT_S)
-        yield [Target(config, s.base_url, s.grpc_url, s) for (config, _), s in zip(configs, started, strict=True)]
+        yield [Target(config, s.base_url, s.grpc_url, [s]) for (config, _), s in zip(configs, started, strict=True)]
     finally:
         for server in started:
             server.stop()
@@ -151,6 +198,26 @@ def _ms(seconds: float | None, count: float | None) -> float | None:
 # ----------------------------------------------------------------------------- the sweep
 
 
+def _grpc_request(protocol: str, args: argparse.Namespace, image: BenchImage) -> bytes:
+    if protocol == "grpc":
+        return payloads.grpc_request_bytes(args.model_name, image.data)
+    if protocol == PIXELS:
+        return payloads.grpc_pixels_request_bytes(args.model_name, cropped_pixels(args.model_dir, image.data))
+    return b""
+
+
+def cropped_pixels(model_dir: str | None, data: bytes) -> Any:
+    """The image decoded, resized and cropped as the model's transform does it: uint8 [1, S, S, 3]."""
+    if model_dir is None:
+        raise SystemExit("the pixels protocol needs --model_dir: the crop size and resize are the model's")
+    from predictor.artifact import read_spec
+    from predictor.imaging import decode_cpu
+    from predictor.preprocess import EvalTransform
+
+    chw = EvalTransform.from_spec(read_spec(model_dir)).resize_crop(decode_cpu(data))
+    return chw.permute(1, 2, 0).contiguous().numpy()[None]
+
+
 def _client_spec(target: Target, protocol: str, args: argparse.Namespace, image: BenchImage) -> ClientSpec:
     return ClientSpec(
         protocol=protocol,
@@ -158,7 +225,7 @@ def _client_spec(target: Target, protocol: str, args: argparse.Namespace, image:
         grpc_target=target.grpc_target,
         model_name=args.model_name,
         image=image.data,
-        grpc_request=payloads.grpc_request_bytes(args.model_name, image.data) if protocol == "grpc" else b"",
+        grpc_request=_grpc_request(protocol, args, image),
         grpc_channels=args.grpc_channels,
         max_connections=max(args.concurrency),
     )
@@ -207,7 +274,7 @@ async def _one_step(
     args: argparse.Namespace,
 ) -> StepResult:
     plan = StepPlan(concurrency, args.warmup_s, args.duration_s, args.max_requests)
-    probes = Probes(lambda: scrape_async(metrics_client, target.base_url), target.cpu_s)
+    probes = Probes(lambda: scrape_async(metrics_client, target.metrics_url or target.base_url), target.cpu_s)
     if pool is None or concurrency < args.client_processes:
         window = await run_step(client.send, plan, probes)
     else:
@@ -260,6 +327,38 @@ def summarize(steps: list[StepResult]) -> list[dict[str, Any]]:
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 2) if present else None
+
+
+def hop_cost(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Through the transformer against direct, per protocol and concurrency: what the hop adds."""
+    by_key = {(r["config"], r["protocol"], r["concurrency"]): r for r in summary}
+    costs = []
+    for (config, protocol, concurrency), direct in by_key.items():
+        hop = by_key.get((HOP, protocol, concurrency))
+        if config != DIRECT or hop is None:
+            continue
+        added = {
+            q: round(hop["latency_ms"][q] - direct["latency_ms"][q], 2)
+            if hop["latency_ms"][q] is not None and direct["latency_ms"][q] is not None
+            else None
+            for q in ("p50", "p99")
+        }
+        ratio = hop["images_per_s"] / direct["images_per_s"] if direct["images_per_s"] else None
+        costs.append(
+            {
+                "protocol": protocol,
+                "concurrency": concurrency,
+                "direct_images_per_s": direct["images_per_s"],
+                "hop_images_per_s": hop["images_per_s"],
+                "throughput_ratio": round(ratio, 3) if ratio is not None else None,
+                "direct_latency_ms": direct["latency_ms"],
+                "hop_latency_ms": hop["latency_ms"],
+                "added_ms": added,
+                "direct_mean_batch": direct["mean_batch_size"],
+                "hop_mean_batch": hop["mean_batch_size"],
+            }
+        )
+    return costs
 
 
 def batching_gain(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:

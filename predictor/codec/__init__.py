@@ -15,10 +15,13 @@ from .request import (
     OUTPUT_INDICES,
     OUTPUT_NAMES,
     OUTPUT_PROBABILITIES,
+    PIXELS_CROPPED,
     DecodedRequest,
     ModelShape,
     OutputRequest,
+    input_types,
     max_top_k,
+    output_types,
 )
 from .v1 import decode_v1, encode_v1
 from .v2 import decode_v2, encode_v2
@@ -32,6 +35,7 @@ __all__ = [
     "OUTPUT_INDICES",
     "OUTPUT_NAMES",
     "OUTPUT_PROBABILITIES",
+    "PIXELS_CROPPED",
     "DecodedRequest",
     "EncodedImage",
     "Image",
@@ -45,5 +49,7 @@ __all__ = [
     "decode_v2",
     "encode_v1",
     "encode_v2",
+    "input_types",
     "max_top_k",
+    "output_types",
 ]

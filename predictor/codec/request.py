@@ -4,6 +4,7 @@ codec must know about the model to validate a request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kserve.protocol.infer_type import InferRequest
 
@@ -17,8 +18,25 @@ OUTPUT_NAMES = "class_names"  # BYTES [N, k]
 OUTPUT_PROBABILITIES = "probabilities"  # FP32 [N, k]
 OUTPUT_INDICES = "class_indices"  # INT64 [N, k]
 
+# Parameter of a `pixels` input: true when each image is already resized and centre-cropped to the
+# model's crop size (what a transformer sends), so the predictor only scales and normalises.
+PIXELS_CROPPED = "cropped"
+
 INPUT_DATATYPES = {INPUT_ENCODED: "BYTES", INPUT_PIXELS: "UINT8", INPUT_TENSOR: "FP32"}
 OUTPUT_DATATYPES = {OUTPUT_NAMES: "BYTES", OUTPUT_PROBABILITIES: "FP32", OUTPUT_INDICES: "INT64"}
+
+
+def input_types(crop_size: int) -> list[dict[str, Any]]:
+    """The v2 metadata of the inputs, for a model of this crop size (-1: not known yet)."""
+    return [
+        {"name": INPUT_ENCODED, "datatype": "BYTES", "shape": [-1]},
+        {"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
+        {"name": INPUT_TENSOR, "datatype": "FP32", "shape": [-1, 3, crop_size, crop_size]},
+    ]
+
+
+def output_types() -> list[dict[str, Any]]:
+    return [{"name": name, "datatype": datatype, "shape": [-1, -1]} for name, datatype in OUTPUT_DATATYPES.items()]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..imaging import check_size
 from ..jobs import Image, PixelImage, PreprocessedImage
 from ..limits import RequestLimits
 from .checks import b64decode, check_chw, check_count, check_elements, check_finite, encoded_image, first_line
-from .request import ModelShape
+from .request import PIXELS_CROPPED, ModelShape
 
 _ITEMSIZE = {"UINT8": 1, "FP32": 4}
 _NP_DTYPE = {"UINT8": np.uint8, "FP32": np.float32}
@@ -133,10 +133,16 @@ def flatten(data: Any) -> list[Any]:
     return out
 
 
-def pixel_images(array: np.ndarray, name: str, limits: RequestLimits) -> list[Image]:
-    """UINT8 [N, H, W, C] or [H, W, C], C in 1, 3, 4: RGB [3, H, W] per image."""
+def pixel_images(array: np.ndarray, name: str, limits: RequestLimits, crop_size: int | None = None) -> list[Image]:
+    """UINT8 [N, H, W, C] or [H, W, C], C in 1, 3, 4: RGB [3, H, W] per image. With `crop_size`, the
+    images are already resized and cropped: exactly [N, crop_size, crop_size, 3]."""
     if array.ndim == 3:
         array = array[None]
+    if crop_size is not None and (array.ndim != 4 or tuple(array.shape[1:]) != (crop_size, crop_size, 3)):
+        raise InvalidInput(
+            f"input {name!r} with {PIXELS_CROPPED}=true must have shape [N, {crop_size}, {crop_size}, 3] "
+            f"(RGB, already cropped to this model's crop size), got {list(array.shape)}"
+        )
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise InvalidInput(
             f"input {name!r} must be [N, H, W, C] or [H, W, C] with C in 1 (grey), 3 (RGB), 4 (RGBA); "
@@ -155,7 +161,7 @@ def pixel_images(array: np.ndarray, name: str, limits: RequestLimits) -> list[Im
             chw = chw.expand(3, -1, -1)
         elif chw.shape[0] == 4:
             chw = chw[:3]  # alpha carries no class information
-        images.append(PixelImage(chw.contiguous()))
+        images.append(PixelImage(chw.contiguous(), cropped=crop_size is not None))
     return images
 
 

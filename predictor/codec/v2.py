@@ -20,6 +20,7 @@ from .request import (
     OUTPUT_DATATYPES,
     OUTPUT_NAMES,
     OUTPUT_PROBABILITIES,
+    PIXELS_CROPPED,
     DecodedRequest,
     ModelShape,
     OutputRequest,
@@ -50,7 +51,11 @@ def decode_v2(request: InferRequest, model: ModelShape, limits: RequestLimits) -
         images = encoded_images(tensor, shape, limits)
     else:
         array = numeric_array(tensor, shape, datatype, limits)
-        images = pixel_images(array, name, limits) if role == INPUT_PIXELS else preprocessed_images(array, name, model)
+        if role == INPUT_PIXELS:
+            crop_size = model.crop_size if _cropped(tensor.parameters, name) else None
+            images = pixel_images(array, name, limits, crop_size)
+        else:
+            images = preprocessed_images(array, name, model)
     check_count(len(images), limits, what=f"input {name!r}")
     return DecodedRequest(
         images=images,
@@ -58,6 +63,15 @@ def decode_v2(request: InferRequest, model: ModelShape, limits: RequestLimits) -
         outputs=_requested_outputs(request, model),
         v2_request=request,
     )
+
+
+def _cropped(parameters: Any, name: str) -> bool:
+    value = parameter(parameters, PIXELS_CROPPED)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"input {name!r} parameter {PIXELS_CROPPED!r} must be true or false, got {value!r}")
+    return value
 
 
 def _role(name: str, datatype: str) -> str:

@@ -349,26 +349,50 @@ def inference_service(isvc: dict[str, Any], old: dict[str, Any] | None = None) -
         deny("validateBlockedEnvVars", 'setting PYTHONPATH in container "kserve-container" is not allowed')
     if model.get("name"):
         deny("validatePredictor", "the 'name' field is not allowed in standard predictor")
-    # ComponentExtensionSpec.Validate (component.go): validateContainerConcurrency, validateReplicas.
-    if predictor.get("containerConcurrency", 0) < 0:
-        deny("ComponentExtensionSpec.Validate", "parallelism cannot be less than 0")
-    minimum, maximum = predictor.get("minReplicas", 1), predictor.get("maxReplicas", 0)
+    # validateCollocationStorageURI: a collocated transformer gets the model the predictor's way.
+    for container in predictor.get("containers") or []:
+        if container.get("name") == "transformer-container":
+            if any(e["name"] == "STORAGE_URI" for e in container.get("env") or []):
+                deny("validateCollocationStorageURI", "storage uri should not be specified in transformer container")
+            break
+    transformer = isvc["spec"].get("transformer")
+    if transformer is not None and not transformer.get("containers"):
+        # validateExactlyOneImplementation (component.go): a transformer is its containers.
+        deny("validateExactlyOneImplementation", "exactly one of [PodSpec] must be specified in TransformerSpec")
+    # Each component in turn (predictor, transformer), as validateInferenceService loops over them.
+    for component in (predictor, transformer):
+        if component is not None:
+            for function, message in _extension_rules(component, annotations):
+                deny(function, message)
+    found += _canary_specs(isvc)
+    return found
+
+
+def _extension_rules(ext: dict[str, Any], annotations: dict[str, str]) -> list[tuple[str, str]]:
+    """ComponentExtensionSpec.Validate (component.go: validateContainerConcurrency, validateReplicas)
+    and validateAutoScalingCompExtension, for one component."""
+    found = []
+    if ext.get("containerConcurrency", 0) < 0:
+        found.append(("ComponentExtensionSpec.Validate", "parallelism cannot be less than 0"))
+    minimum, maximum = ext.get("minReplicas", 1), ext.get("maxReplicas", 0)
     if minimum < 0:
-        deny("validateReplicas", "'MinReplicas' cannot be less than 0")
+        found.append(("validateReplicas", "'MinReplicas' cannot be less than 0"))
     if maximum < 0:
-        deny("validateReplicas", "'MaxReplicas' cannot be less than 0")
+        found.append(("validateReplicas", "'MaxReplicas' cannot be less than 0"))
     if maximum and minimum > maximum:
-        deny("validateReplicas", "'MinReplicas' cannot be greater than MaxReplicas")
-    mode = annotations.get("serving.kserve.io/deploymentMode")
+        found.append(("validateReplicas", "'MinReplicas' cannot be greater than MaxReplicas"))
+    mode, cls = (
+        annotations.get("serving.kserve.io/deploymentMode"),
+        annotations.get("serving.kserve.io/autoscalerClass"),
+    )
     if mode == "Standard":
         rule = {"hpa": _hpa_rules, "keda": _keda_rules}.get(cls or "")
     elif annotations.get("autoscaling.knative.dev/class") == "hpa.autoscaling.knative.dev":
         rule = _hpa_rules
     else:
         rule = _kpa_rules
-    if rule is not None and (message := rule(predictor)):
-        deny(f"validateAutoScalingCompExtension -> {rule.__doc__.strip().rstrip('.')}", message)
-    found += _canary_specs(isvc)
+    if rule is not None and (message := rule(ext)):
+        found.append((f"validateAutoScalingCompExtension -> {rule.__doc__.strip().rstrip('.')}", message))
     return found
 
 

@@ -27,6 +27,8 @@ KNATIVE_FLAGS_NEEDED = {
     "raw-keda": (),
     "serverless": ("kubernetes.podspec-affinity", "kubernetes.podspec-tolerations"),
     "canary": ("kubernetes.podspec-affinity", "kubernetes.podspec-tolerations"),
+    "transformer": (),
+    "transformer-collocated": (),
 }
 
 

@@ -3,7 +3,8 @@ tests/deploy/crds/README.md). Each function names the Go function it follows; th
 derive the objects and statuses a cluster would show, instead of guessing them.
 
 Only what this project's manifests exercise is modelled: one predictor, a ServingRuntime named by
-the InferenceService, no transformer, explainer, worker spec or multiple storage URIs.
+the InferenceService, a custom transformer (in its own pods or collocated), no explainer, worker
+spec or multiple storage URIs.
 """
 
 from __future__ import annotations
@@ -108,8 +109,38 @@ def pod_spec(isvc: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
     runtime_pod = {k: runtime["spec"][k] for k in _POD_FIELDS_OF_RUNTIME if k in runtime["spec"]}
     predictor_pod = {k: v for k, v in predictor.items() if k not in _COMPONENT_EXTENSION_FIELDS}
     spec = _strategic_merge(runtime_pod, predictor_pod)
-    spec["containers"] = [container]
+    # A transformer-container among the predictor's containers joins the pod, placeholders filled.
+    collocated = [c for c in predictor.get("containers") or [] if c["name"] == TRANSFORMER_CONTAINER]
+    spec["containers"] = [container] + [
+        json.loads(json.dumps(c).replace("{{.Name}}", isvc["metadata"]["name"])) for c in collocated
+    ]
     return spec
+
+
+TRANSFORMER_CONTAINER = "transformer-container"  # constants.TransformerContainerName
+
+
+def transformer_container(isvc: dict[str, Any]) -> dict[str, Any]:
+    """CustomTransformer.GetContainer (pkg/apis/serving/v1beta1/transformer_custom.go): the first
+    container of spec.transformer, with --model_name, --predictor_host <predictor>.<namespace>,
+    --http_port 8080 and --workers <containerConcurrency> appended where no argument starts with
+    those flags (utils.IncludesArg matches prefixes)."""
+    transformer = isvc["spec"]["transformer"]
+    container = copy.deepcopy(transformer["containers"][0])
+    args = container.setdefault("args", [])
+
+    def missing(flag: str) -> bool:
+        return not any(a == flag or a.startswith(flag) for a in args)
+
+    if missing("--model_name"):
+        args += ["--model_name", isvc["metadata"]["name"]]
+    if missing("--predictor_host"):
+        args += ["--predictor_host", f"{predictor_name(isvc)}.{isvc['metadata']['namespace']}"]
+    if missing("--http_port"):
+        args += ["--http_port", "8080"]
+    if missing("--workers") and transformer.get("containerConcurrency") is not None:
+        args += ["--workers", str(transformer["containerConcurrency"])]
+    return container
 
 
 _CONTAINER_FIELDS = {
@@ -545,3 +576,69 @@ def hpa(isvc: dict[str, Any]) -> dict[str, Any]:
             "metrics": metrics,
         },
     }
+
+
+# -- InferenceGraph -----------------------------------------------------------------------------------
+
+INFERENCE_GRAPH_LABEL = "serving.kserve.io/inferencegraph"  # constants.InferenceGraphLabel
+
+
+def graph_router_deployment(
+    graph: dict[str, Any], service_urls: dict[str, str], *, generation: int = 1
+) -> dict[str, Any]:
+    """The router's Deployment in Standard mode, rolled out: InferenceGraphReconciler.Reconcile
+    resolves each serviceName into serviceUrl (GetPredictorEndpoint), then createInferenceGraphPodSpec
+    puts the whole spec into --graph-json and constructForRawDeployment names it after the graph
+    (pkg/controller/v1alpha1/inferencegraph/controller.go, raw_ig.go)."""
+    spec = copy.deepcopy(graph["spec"])
+    for node in spec["nodes"].values():
+        for step in node.get("steps") or []:
+            if step.get("serviceName") and not step.get("serviceUrl"):
+                step["serviceUrl"] = service_urls[step["serviceName"]]
+    name = graph["metadata"]["name"]
+    labels = {**(graph["metadata"].get("labels") or {}), INFERENCE_GRAPH_LABEL: name, "app": f"isvc.{name}"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": graph["metadata"]["namespace"],
+            "generation": generation,
+            "labels": labels,
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": f"isvc.{name}"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": name, "image": "kserve/router", "args": ["--graph-json", json.dumps(spec)]}
+                    ],
+                    "automountServiceAccountToken": False,
+                },
+            },
+        },
+        "status": {
+            "observedGeneration": generation,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True"}],
+        },
+    }
+
+
+def graph_status(deployment_doc: dict[str, Any], url: str) -> dict[str, Any]:
+    """PropagateRawStatus (raw_ig.go): Ready when the Deployment is Available; observedGeneration is
+    the Deployment's, not the graph's."""
+    available = any(
+        c["type"] == "Available" and c["status"] == "True" for c in deployment_doc["status"].get("conditions") or []
+    )
+    status: dict[str, Any] = {
+        "observedGeneration": deployment_doc["status"]["observedGeneration"],
+        "deploymentMode": "Standard",
+    }
+    if available:
+        status.update(url=url, conditions=[_condition("Ready", "True")])
+    return status

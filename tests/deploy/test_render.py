@@ -17,7 +17,9 @@ PROGRESS_DEADLINE_S = 600  # Kubernetes' default progressDeadlineSeconds, and Kn
 
 
 def test_the_readme_overlays_exist():
-    assert {"cpu", "gpu", "serverless", "raw", "raw-keda", "canary"} == set(OVERLAYS)
+    assert {"cpu", "gpu", "serverless", "raw", "raw-keda", "canary", "transformer", "transformer-collocated"} == set(
+        OVERLAYS
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

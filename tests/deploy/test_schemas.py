@@ -14,7 +14,7 @@ from .scenes import KnativeStory, StandardStory
 from .strict_schema import KIND_TO_MODEL, sdk_errors
 
 KUBERNETES_VERSION = "1.37.0"
-CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "PodDisruptionBudget"}
+CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "PodDisruptionBudget", "Service"}
 # The upstream CRDs sit beside the repository where they exist (not in CI); a checkout elsewhere
 # points at them with CRDS_SHARED_DIR.
 SHARED = Path(os.environ.get("CRDS_SHARED_DIR", REPO_ROOT.parent / "shared"))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import canary, isvc, manifests, rollout, scaling, smoke
+from . import canary, graph, isvc, manifests, rollout, scaling, smoke
 from .clock import Clock, SystemClock
 from .cluster import Cluster, KubeCluster
 from .display import dry_run_header, patch_text, status_text
@@ -82,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-target", type=optional_int, default=None)
     p = sub.add_parser("predict", parents=[common])
     p.add_argument("--ingress-url", default="", help="send via this address with the service's Host header")
+    for name in ("graph-canary", "graph-rollback"):
+        p = sub.add_parser(name, parents=[common], help="move an InferenceGraph Splitter's weights")
+        p.add_argument("--graph", required=True, help="the InferenceGraph's name")
+        p.add_argument("--node", default="root", help="its Splitter node")
+        p.add_argument("--canary-step", required=True, help="the step (by name) that takes the new traffic")
+    p = sub.choices["graph-canary"]
+    p.add_argument("--steps", default="", help="the canary step's weights, e.g. 10,50,100; empty: --percent")
+    p.add_argument("--percent", type=int, default=10)
+    p.add_argument("--bake-time-s", type=float, default=300.0)
+    p.add_argument("--gate-interval-s", type=float, default=30.0)
+    p.add_argument("--prometheus-url", default="")
+    p.add_argument("--max-error-ratio", type=float, default=Thresholds.max_error_ratio)
+    p.add_argument("--max-p99-latency-s", type=float, default=Thresholds.max_p99_latency_s)
     return parser
 
 
@@ -106,8 +119,10 @@ class App:
         clock: Clock,
         say: Callable[[str], None],
         gate: Gate | None = None,
+        graph_gate: graph.MemberGate | None = None,
     ):
         self.args = args
+        self._graph_gate = graph_gate
         self._cluster_factory = cluster_factory
         self._cluster: Cluster | None = None
         self.clock = clock
@@ -270,6 +285,48 @@ class App:
             else:
                 self.say(smoke.send(request, timeout_s=60.0))
 
+    # -- graphs ------------------------------------------------------------------------------
+
+    def _graph_ops(self) -> tuple[graph.GraphOps, graph.Split]:
+        a = self.args
+        if not a.graph or not a.canary_step:
+            raise DeployError("GRAPH and GRAPH_CANARY_STEP are required: the InferenceGraph and its new step")
+        ops = graph.GraphOps(self.cluster, self.clock, self.say, a.timeout_s, a.poll_s)
+        return ops, ops.read(a.namespace, a.graph, a.node, a.canary_step)
+
+    def graph_canary(self) -> None:
+        a = self.args
+        plan = graph.GraphCanaryPlan(
+            steps_percent=canary.parse_steps(a.steps, a.percent),
+            bake_time_s=a.bake_time_s,
+            gate_interval_s=a.gate_interval_s,
+            timeout_s=a.timeout_s,
+            poll_s=a.poll_s,
+        )
+        ops, split = self._graph_ops()
+        graph.check_ready_to_start(split)
+        source = None
+        if a.prometheus_url:
+            from .prometheus import PrometheusAPI
+
+            source = PrometheusAPI(a.prometheus_url)
+            source.check_reachable()
+        gate = self._graph_gate or graph.MemberGate(source, Thresholds(a.max_error_ratio, a.max_p99_latency_s))
+        if a.dry_run:
+            self.say(dry_run_header("graph canary"))
+            for line in graph.describe(split, plan, gate):
+                self.say(line)
+            return
+        graph.run(ops, split, plan, gate)
+
+    def graph_rollback(self) -> None:
+        ops, split = self._graph_ops()
+        if self.args.dry_run:
+            self.say(dry_run_header("graph rollback"))
+            self.say(graph.patch_text(split, split.with_canary_at(0)))
+            return
+        self.say(ops.rollback(split))
+
     def undeploy(self) -> None:
         a = self.args
         objects = list(reversed(self._render()))
@@ -290,15 +347,18 @@ def main(
     cluster_factory: Callable[[], Cluster] | None = None,
     clock: Clock | None = None,
     gate: Gate | None = None,
+    graph_gate: graph.MemberGate | None = None,
 ) -> int:
     args = _parser().parse_args(argv)
 
     def say(text: str) -> None:
         print(text, flush=True)
 
-    app = App(args, cluster_factory or (lambda: KubeCluster(args.context)), clock or SystemClock(), say, gate)
+    app = App(
+        args, cluster_factory or (lambda: KubeCluster(args.context)), clock or SystemClock(), say, gate, graph_gate
+    )
     try:
-        getattr(app, args.command)()
+        getattr(app, args.command.replace("-", "_"))()
     except DeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
