@@ -1,7 +1,9 @@
 # The predictor's container image: lock, base, build, test, size, push. Included by the top-level Makefile.
 # docs/IMAGE.md explains the layers and the figures.
 
-IMAGE ?= ghcr.io/example/image-classifier-predictor:0.1.0
+# The release number lives in predictor/__init__.py; the image tag follows it.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' predictor/__init__.py)
+IMAGE ?= ghcr.io/example/image-classifier-predictor:$(VERSION)
 # docker when a Docker daemon answers, else podman (which `make image` installs with apt-get where missing).
 ifndef CONTAINER_ENGINE
 CONTAINER_ENGINE := $(shell scripts/image/engine.sh detect)

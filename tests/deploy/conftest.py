@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 
+import predictor
 from isvctl import cli, manifests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "inferenceservices"
 VENV_BIN = Path(sys.executable).parent
 KUBECTL = str(VENV_BIN / "kubectl")
+# The image the manifests name unless IMAGE is given: tagged with the release.
+RUNTIME_IMAGE = f"ghcr.io/example/image-classifier-predictor:{predictor.__version__}"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
 # What the README names, and the Knative feature flags each needs in Knative mode (README, Prerequisites).
 KNATIVE_FLAGS_NEEDED = {

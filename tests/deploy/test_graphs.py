@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from . import admission, crd_schema
-from .conftest import MANIFESTS, kustomize
+from .conftest import MANIFESTS, RUNTIME_IMAGE, kustomize
 from .graph_router import exists, lint, recorded
 from .test_schemas import CORE_KINDS, KUBERNETES_VERSION
 
@@ -33,7 +33,7 @@ def test_the_examples_are_a_cascade_an_ensemble_with_its_combiner_and_a_splitter
     combiner = next(o for o in objects if o["kind"] == "InferenceService")
     (container,) = combiner["spec"]["predictor"]["containers"]
     assert container["command"] == ["python", "-m", "predictor.combiner"]
-    assert container["image"] == "ghcr.io/example/image-classifier-predictor:0.1.0"  # the runtime's, named once
+    assert container["image"] == RUNTIME_IMAGE  # the runtime's, named once
     assert not [o for o in objects if o["kind"] == "ServingRuntime"], "the runtime is a source, not applied"
 
 

@@ -10,7 +10,18 @@ import yaml
 
 from isvctl import manifests
 
-from .conftest import KUBECTL, MANIFESTS, OVERLAYS, REPO_ROOT, FakeCluster, isvctl, kustomize, of_kind, render
+from .conftest import (
+    KUBECTL,
+    MANIFESTS,
+    OVERLAYS,
+    REPO_ROOT,
+    RUNTIME_IMAGE,
+    FakeCluster,
+    isvctl,
+    kustomize,
+    of_kind,
+    render,
+)
 
 PREDICTOR_GRACE_PERIOD_S = 20  # predictor/__main__.py --grace_period_s default
 PROGRESS_DEADLINE_S = 600  # Kubernetes' default progressDeadlineSeconds, and Knative's
@@ -69,7 +80,7 @@ def test_image_reaches_the_runtime_through_kustomize_images():
         MANIFESTS, manifests.Instance("raw", "ml-serving", "", "reg.example.com/p@sha256:" + "a" * 64), KUBECTL
     )
     assert manifests.runtime_image(objects) == "reg.example.com/p@sha256:" + "a" * 64
-    assert manifests.runtime_image(render("raw")) == "ghcr.io/example/image-classifier-predictor:0.1.0"
+    assert manifests.runtime_image(render("raw")) == RUNTIME_IMAGE
 
 
 def test_the_settings_are_kustomize_settings(tmp_path):
