@@ -17,7 +17,6 @@ names the member and what is wrong.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -25,16 +24,11 @@ from typing import Any
 
 import kserve
 import orjson
-from kserve import model_server
 from kserve.errors import InvalidInput
 
+from . import role
 from .codec import OUTPUT_INDICES, OUTPUT_NAMES, OUTPUT_PROBABILITIES
 from .flags import FlagConfig, flag
-from .limits import RequestLimits
-from .server import GrpcMessageLimits, PredictorServer, ServerConfig
-from .tls import TLSConfig
-
-logger = logging.getLogger("predictor")
 
 V1, V2 = "v1", "v2"
 
@@ -213,57 +207,31 @@ class ProbabilityAverager(kserve.Model):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m predictor.combiner",
-        parents=[model_server.parser],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=__doc__.split("\n\n")[0],
-    )
-    ServerConfig.add_flags(parser)
-    parser.set_defaults(enable_latency_logging=False, model_name="combiner")
-    # As for the predictor: unset, --max_body_bytes decides the gRPC message limits (GrpcMessageLimits).
-    parser.set_defaults(grpc_max_receive_message_length=None, grpc_max_send_message_length=None)
+    parser = role.parser("python -m predictor.combiner", __doc__.split("\n\n")[0])
+    parser.set_defaults(model_name="combiner")
     CombinerConfig.add_flags(parser, "combining")
-    RequestLimits.add_flags(parser, "request limits")
     return parser
 
 
+def _prepare(args: argparse.Namespace) -> role.ModelFactory:
+    config = CombinerConfig.from_args(args)
+    if args.workers != 1:
+        raise ValueError("the combiner runs one process (it is cheap): drop --workers")
+
+    def build(name: str, **_: Any) -> kserve.Model:
+        from .transformer.metrics import unregister_predictor_metrics
+
+        unregister_predictor_metrics()
+        return ProbabilityAverager(name, config)
+
+    return build
+
+
 def main(argv: list[str] | None = None) -> int:
-    from kserve import logging as kserve_logging
-
-    from .transformer.metrics import unregister_predictor_metrics
-
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.configure_logging:
-        kserve_logging.configure_logging(args.log_config_file)
-    try:
-        config = CombinerConfig.from_args(args)
-        limits = RequestLimits.from_args(args)
-        server_config = ServerConfig.from_args(args)
-        tls = TLSConfig.from_args(args)
-        GrpcMessageLimits.reconcile(server_config, limits)
-        if args.workers != 1:
-            raise ValueError("the combiner runs one process (it is cheap): drop --workers")
-    except ValueError as e:
-        logger.error("cannot start: %s", e)
-        return 2
-    unregister_predictor_metrics()
-    server = PredictorServer(
-        config=server_config,
-        limits=limits,
-        tls=tls,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url,
-        enable_latency_logging=args.enable_latency_logging,
-    )
-    try:
-        server.start([ProbabilityAverager(args.model_name, config)])
-    except OSError as e:
-        logger.error("cannot start: %s", e)
-        return 2
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    role.configure_logging(args)
+    return role.run(args, argv, module="predictor.combiner", prepare=_prepare)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,8 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import torchvision
 
-from . import architectures
+from . import architectures, artifact
 from .artifact import (
-    DEFAULT_FILES,
-    DEFAULT_LABELS_FILE,
-    DEFAULT_TOP_K,
-    FORMATS,
-    MODEL_JSON,
-    SCHEMA_VERSION,
     ArtifactError,
     ModelSpec,
     build_with_weights,
@@ -62,7 +56,7 @@ def export(
     weights: str | os.PathLike[str] | None = None,
     num_classes: int = DEFAULT_NUM_CLASSES,
     labels: str | os.PathLike[str] | Sequence[str] | None = None,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int = artifact.DEFAULT_TOP_K,
     seed: int = DEFAULT_SEED,
     verify: bool = True,
     **preprocessing: Any,
@@ -77,8 +71,8 @@ def export(
     unknown = sorted(set(preprocessing) - set(Preprocessing.model_fields))
     if unknown:
         raise TypeError(f"export() got unexpected keyword argument(s) {', '.join(unknown)}")
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in artifact.FORMATS:
+        raise ValueError(f"format must be one of {', '.join(artifact.FORMATS)}, got {fmt!r}")
     architectures.check_architecture(arch)
     output = Path(output_dir)
     class_names = _class_names(labels, num_classes)
@@ -92,7 +86,7 @@ def export(
     (output / spec.labels).write_text("\n".join(class_names) + "\n", encoding="utf-8")
     spec = ModelSpec.from_dict({**spec.to_dict(), "sha256": file_sha256(weights_path)})
     # model.json last: its presence marks a complete artifact (`make model` keys on it).
-    _write_json_atomically(output / MODEL_JSON, spec.to_dict())
+    _write_json_atomically(output / artifact.MODEL_JSON, spec.to_dict())
     if verify:
         _check_round_trip(model, load_artifact(output).module, spec.crop_size, weights_path)
     return spec
@@ -103,12 +97,12 @@ def _spec(arch: str, fmt: str, num_classes: int, top_k: int, preprocessing: Mapp
     # Validated by the same code that validates model.json at load time.
     return ModelSpec.from_dict(
         {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": artifact.SCHEMA_VERSION,
             "format": fmt,
-            "file": DEFAULT_FILES[fmt],
+            "file": artifact.DEFAULT_FILES[fmt],
             "architecture": arch,
             "num_classes": num_classes,
-            "labels": DEFAULT_LABELS_FILE,
+            "labels": artifact.DEFAULT_LABELS_FILE,
             "top_k": min(top_k, num_classes),
             **dict(architectures.default_preprocessing(arch)),
             **given,
@@ -257,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="efficientnet-lite0..4, a torchvision classification builder (resnet50, ...), or timm/<timm model name> "
         "(timm/convnext_tiny.fb_in1k, ...; needs the timm extra)",
     )
-    parser.add_argument("--format", dest="fmt", choices=FORMATS, default=DEFAULT_FORMAT)
+    parser.add_argument("--format", dest="fmt", choices=artifact.FORMATS, default=DEFAULT_FORMAT)
     parser.add_argument(
         "--weights",
         help="state_dict (.pth/.pt) or .safetensors to load; default: packaged "
@@ -265,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num_classes", type=int, default=DEFAULT_NUM_CLASSES)
     parser.add_argument("--labels", help="class names, one per line (default: ImageNet for 1000 classes)")
-    parser.add_argument("--top_k", type=int, default=DEFAULT_TOP_K)
+    parser.add_argument("--top_k", type=int, default=artifact.DEFAULT_TOP_K)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="for random init")
     group = parser.add_argument_group(
         "preprocessing",

@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.metrics import MetricWrapperBase
 
 MODEL_LABEL = "model_name"
 
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-_SECONDS_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 # The values of the other labels, each series exposed from the start (at 0): a rate over a
@@ -83,90 +68,59 @@ class ModelMetric:
             self.labels(*([] if value is None else [value]))
 
 
-BATCH_SIZE = ModelMetric(
-    Histogram("predictor_batch_size", "Images per device batch", [MODEL_LABEL], buckets=_BATCH_BUCKETS)
+def counter(name: str, documentation: str, label: str | None = None, values: tuple[str, ...] = ()) -> ModelMetric:
+    """A counter labelled `model_name` (and `label`, whose `values` are exposed from the start)."""
+    return ModelMetric(Counter(name, documentation, _label_names(label)), values)
+
+
+def gauge(name: str, documentation: str, multiprocess_mode: Literal["livesum", "max"] = "livesum") -> ModelMetric:
+    """A gauge labelled `model_name`; under --workers, live workers' values are summed unless told otherwise."""
+    return ModelMetric(Gauge(name, documentation, [MODEL_LABEL], multiprocess_mode=multiprocess_mode))
+
+
+def histogram(
+    name: str,
+    documentation: str,
+    buckets: tuple[float, ...] = SECONDS_BUCKETS,
+    label: str | None = None,
+    values: tuple[str, ...] = (),
+) -> ModelMetric:
+    """A histogram labelled `model_name` (and `label`, whose `values` are exposed from the start)."""
+    return ModelMetric(Histogram(name, documentation, _label_names(label), buckets=buckets), values)
+
+
+def _label_names(label: str | None) -> list[str]:
+    return [MODEL_LABEL] if label is None else [MODEL_LABEL, label]
+
+
+BATCH_SIZE = histogram("predictor_batch_size", "Images per device batch", BATCH_BUCKETS)
+QUEUE_WAIT_SECONDS = histogram(
+    "predictor_queue_wait_seconds", "Time an image waited in the batching queue before its batch was dispatched"
 )
-QUEUE_WAIT_SECONDS = ModelMetric(
-    Histogram(
-        "predictor_queue_wait_seconds",
-        "Time an image waited in the batching queue before its batch was dispatched",
-        [MODEL_LABEL],
-        buckets=_SECONDS_BUCKETS,
-    )
+STAGE_SECONDS = histogram(
+    "predictor_stage_seconds", "Time per batch spent in each pipeline stage", label="stage", values=STAGES
 )
-STAGE_SECONDS = ModelMetric(
-    Histogram(
-        "predictor_stage_seconds",
-        "Time per batch spent in each pipeline stage",
-        [MODEL_LABEL, "stage"],
-        buckets=_SECONDS_BUCKETS,
-    ),
-    STAGES,
+REQUEST_SECONDS = histogram(
+    "predictor_request_seconds",
+    "End-to-end time of an inference request inside the predictor, by outcome",
+    label="status",
+    values=STATUSES,
 )
-REQUEST_SECONDS = ModelMetric(
-    Histogram(
-        "predictor_request_seconds",
-        "End-to-end time of an inference request inside the predictor, by outcome",
-        [MODEL_LABEL, "status"],
-        buckets=_SECONDS_BUCKETS,
-    ),
-    STATUSES,
+REQUESTS = counter("predictor_requests_total", "Inference requests by outcome", "status", STATUSES)
+LAST_REQUEST_TIMESTAMP_SECONDS = gauge(
+    "predictor_last_request_timestamp_seconds", "Unix time the last inference request finished", "max"
 )
-REQUESTS = ModelMetric(
-    Counter(
-        "predictor_requests_total",
-        "Inference requests by outcome",
-        [MODEL_LABEL, "status"],
-    ),
-    STATUSES,
+QUEUE_DEPTH = gauge("predictor_queue_depth", "Images waiting in the batching queue")
+INFLIGHT_REQUESTS = gauge("predictor_inflight_requests", "Inference requests being served right now")
+INFLIGHT_BATCHES = gauge("predictor_inflight_batches", "Batches between dispatch and completion")
+REJECTED = counter("predictor_rejected_total", "Requests rejected at once because the queue was full")
+EXPIRED = counter(
+    "predictor_expired_total", "Images dropped before any device work because their request's deadline passed"
 )
-LAST_REQUEST_TIMESTAMP_SECONDS = ModelMetric(
-    Gauge(
-        "predictor_last_request_timestamp_seconds",
-        "Unix time the last inference request finished",
-        [MODEL_LABEL],
-        multiprocess_mode="max",
-    )
-)
-QUEUE_DEPTH = ModelMetric(
-    Gauge("predictor_queue_depth", "Images waiting in the batching queue", [MODEL_LABEL], multiprocess_mode="livesum")
-)
-INFLIGHT_REQUESTS = ModelMetric(
-    Gauge(
-        "predictor_inflight_requests",
-        "Inference requests being served right now",
-        [MODEL_LABEL],
-        multiprocess_mode="livesum",
-    )
-)
-INFLIGHT_BATCHES = ModelMetric(
-    Gauge(
-        "predictor_inflight_batches",
-        "Batches between dispatch and completion",
-        [MODEL_LABEL],
-        multiprocess_mode="livesum",
-    )
-)
-REJECTED = ModelMetric(
-    Counter("predictor_rejected_total", "Requests rejected at once because the queue was full", [MODEL_LABEL])
-)
-EXPIRED = ModelMetric(
-    Counter(
-        "predictor_expired_total",
-        "Images dropped before any device work because their request's deadline passed",
-        [MODEL_LABEL],
-    )
-)
-OOM_SPLITS = ModelMetric(
-    Counter("predictor_oom_splits_total", "Batches split and retried after device out-of-memory", [MODEL_LABEL])
-)
-DEVICE_MEMORY_BYTES = ModelMetric(
-    Gauge(
-        "predictor_device_memory_bytes",
-        "Device memory allocated by the model (summed over workers, which share the device)",
-        [MODEL_LABEL],
-        multiprocess_mode="livesum",
-    )
+OOM_SPLITS = counter("predictor_oom_splits_total", "Batches split and retried after device out-of-memory")
+DEVICE_MEMORY_BYTES = gauge(
+    "predictor_device_memory_bytes",
+    "Device memory allocated by the model (summed over workers, which share the device)",
 )
 
 

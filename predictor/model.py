@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -19,6 +19,8 @@ from .limits import RequestLimits
 from .preprocess import EvalTransform
 
 logger = logging.getLogger(__name__)
+
+JobT = TypeVar("JobT")
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,46 @@ class ImageModel(kserve.Model):
         return codec.output_types()
 
 
-class ImageClassifier(ImageModel):
+class BatchedImageModel(ImageModel, Generic[JobT]):
+    """A role whose images wait in this process's dynamic batcher (built by the subclass's `load`):
+    the artifact it reads, a shutdown that answers everything accepted, Triton's view of the queue."""
+
+    def __init__(
+        self, name: str, *, model_dir: str, storage_uri: str | None, batching: BatchingConfig, limits: RequestLimits
+    ) -> None:
+        super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
+        self.model_dir = model_dir
+        self.storage_uri = storage_uri
+        self.batching = batching
+        self.batcher: DynamicBatcher[JobT, Prediction] | None = None
+
+    async def stop_serving(self) -> None:
+        """Graceful shutdown: refuse new work, finish everything queued and in flight."""
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    def reject_if_full(self) -> None:
+        assert self.batcher is not None
+        self.batcher.reject_if_full()
+
+    def triton_parameters(self) -> dict[str, str]:
+        """What Triton's model configuration says of this model beyond its tensors and queue."""
+        return {"top_k": str(self.info.shape.default_top_k)} if self.info else {}
+
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model configuration (GET /v2/models/{name}/config)."""
+        return triton.model_config(
+            self.name,
+            inputs=self.get_input_types(),
+            outputs=self.get_output_types(),
+            batching=self.batching,
+            limits=self.limits,
+            parameters=self.triton_parameters(),
+        )
+
+
+class ImageClassifier(BatchedImageModel[Job]):
     """The model in this process: artifact, engine and dynamic batcher."""
 
     def __init__(
@@ -130,15 +171,11 @@ class ImageClassifier(ImageModel):
         batching: BatchingConfig = BatchingConfig(),
         limits: RequestLimits = RequestLimits(),
     ) -> None:
-        super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
-        self.model_dir = model_dir
-        self.storage_uri = storage_uri
+        super().__init__(name, model_dir=model_dir, storage_uri=storage_uri, batching=batching, limits=limits)
         self.engine_config = engine_config
-        self.batching = batching
         self.artifact: Artifact | None = None
         # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.
         self._engine: Engine | None = None
-        self.batcher: DynamicBatcher[Job, Prediction] | None = None
 
     def load(self) -> bool:
         """Fetch, verify and load the artifact, warm the engine. Raises on any problem: never half-ready."""
@@ -161,28 +198,17 @@ class ImageClassifier(ImageModel):
         self.ready = True
         return self.ready
 
-    async def stop_serving(self) -> None:
-        """Graceful shutdown: refuse new work, finish everything queued and in flight."""
-        self.ready = False
-        if self.batcher is not None:
-            await self.batcher.close()
-
     def stop(self) -> None:
         self.ready = False
         if self._engine is not None:
             self._engine.close()
 
-    def reject_if_full(self) -> None:
-        assert self.batcher is not None
-        self.batcher.reject_if_full()
-
     async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
         assert self.batcher is not None
         return await self.batcher.submit(jobs, timeout_ms)
 
-    def triton_config(self) -> dict[str, Any]:
-        """Triton's model configuration (GET /v2/models/{name}/config)."""
-        parameters = {"top_k": str(self.info.shape.default_top_k)} if self.info else {}
+    def triton_parameters(self) -> dict[str, str]:
+        parameters = super().triton_parameters()
         if self.artifact is not None:
             spec = self.artifact.spec
             parameters |= {"format": spec.format, "num_classes": str(spec.num_classes)}
@@ -190,11 +216,4 @@ class ImageClassifier(ImageModel):
                 parameters["architecture"] = spec.architecture
         if self._engine is not None:
             parameters |= {"device": str(self._engine.device), "precision": str(self._engine.precision)}
-        return triton.model_config(
-            self.name,
-            inputs=self.get_input_types(),
-            outputs=self.get_output_types(),
-            batching=self.batching,
-            limits=self.limits,
-            parameters=parameters,
-        )
+        return parameters

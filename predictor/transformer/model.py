@@ -17,19 +17,18 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from kserve.errors import InvalidInput
 
-from .. import codec, triton
+from .. import codec
 from ..artifact import fetch, read_labels, read_spec
 from ..batching import BatchingConfig, DynamicBatcher
 from ..imaging import decode_cpu
 from ..jobs import EncodedImage, Image, Job, PixelImage, Prediction, PreprocessedImage
 from ..limits import RequestLimits
-from ..model import ImageModel, ModelInfo
+from ..model import BatchedImageModel, ModelInfo
 from ..preprocess import EvalTransform
 from . import metrics
 from .config import TransformerConfig
@@ -47,7 +46,7 @@ class HopJob:
     deadline: float  # time.monotonic() by which its request must be answered
 
 
-class ImageTransformer(ImageModel):
+class ImageTransformer(BatchedImageModel[HopJob]):
     """Runs no engine: what it hands on is the crop as uint8, which a quarter of float32's bytes
     carries over the hop, and the predictor scales and normalises it as it does its own crops."""
 
@@ -63,12 +62,8 @@ class ImageTransformer(ImageModel):
         batching: BatchingConfig = BatchingConfig(),
         limits: RequestLimits = RequestLimits(),
     ) -> None:
-        super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
-        self.model_dir = model_dir
-        self.storage_uri = storage_uri
+        super().__init__(name, model_dir=model_dir, storage_uri=storage_uri, batching=batching, limits=limits)
         self.config = config
-        self.batching = batching
-        self.batcher: DynamicBatcher[HopJob, Prediction] | None = None
         self.client: PredictorClient | None = None
         self._transform: EvalTransform | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -117,9 +112,7 @@ class ImageTransformer(ImageModel):
 
     async def stop_serving(self) -> None:
         """Graceful shutdown: refuse new work, send and answer everything accepted, close the channels."""
-        self.ready = False
-        if self.batcher is not None:
-            await self.batcher.close()
+        await super().stop_serving()
         if self.client is not None:
             await self.client.close()
 
@@ -129,10 +122,6 @@ class ImageTransformer(ImageModel):
             self._pool.shutdown(wait=True)
 
     # ------------------------------------------------------------------ where the images go
-
-    def reject_if_full(self) -> None:
-        assert self.batcher is not None
-        self.batcher.reject_if_full()
 
     async def infer(self, jobs: list[Job], timeout_ms: float | None) -> list[Prediction]:
         """Crop on the CPU threads, then queue the crops for a coalesced predictor call."""
@@ -194,18 +183,11 @@ class ImageTransformer(ImageModel):
 
     # ------------------------------------------------------------------ metadata
 
-    def triton_config(self) -> dict[str, Any]:
-        """Triton's model configuration: the coalescing queue is this process's; the model runs behind it."""
-        parameters = {"role": "transformer"}
+    def triton_parameters(self) -> dict[str, str]:
+        # The coalescing queue is this process's; the model runs behind it.
+        parameters = {"role": "transformer", **super().triton_parameters()}
         if self.info is not None:
-            parameters |= {"num_classes": str(self.info.shape.num_classes), "top_k": str(self.info.shape.default_top_k)}
+            parameters["num_classes"] = str(self.info.shape.num_classes)
         if self.client is not None:
             parameters |= {"predictor": self.client.pool.target, "predictor_model_name": self.client.model_name}
-        return triton.model_config(
-            self.name,
-            inputs=self.get_input_types(),
-            outputs=self.get_output_types(),
-            batching=self.batching,
-            limits=self.limits,
-            parameters=parameters,
-        )
+        return parameters
