@@ -47,7 +47,7 @@ serve: install model ## Serve the default model: REST on HTTP_PORT (8080), gRPC 
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(SERVE_ARGS)
 
 .PHONY: lint
-lint: install ## Check formatting, lint (ruff) and types (mypy, the packages listed in pyproject.toml)
+lint: install ## Check formatting, lint (ruff) and types (mypy --strict on the [tool.mypy] files in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,4 +68,4 @@ def reference_batch(image_hwc_uint8: np.ndarray, spec: ModelSpec) -> torch.Tenso
         ]
     )
     image = torch.from_numpy(image_hwc_uint8).permute(2, 0, 1).contiguous()
-    return transform(image).unsqueeze(0)
+    return cast(torch.Tensor, transform(image)).unsqueeze(0)

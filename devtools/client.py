@@ -13,7 +13,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -26,7 +26,7 @@ TIMEOUT_S = 60
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     r = httpx.post(url, json=body, timeout=TIMEOUT_S)
     r.raise_for_status()
-    return r.json()
+    return cast(dict[str, Any], r.json())
 
 
 def _v1(url: str, model: str, images: list[bytes], top_k: int) -> list[Prediction]:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psutil
@@ -31,12 +31,12 @@ TEST_THREADS = 2
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return cast(int, s.getsockname()[1])  # (host, port) for AF_INET
 
 
 @dataclass
 class RunningServer:
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     model_name: str
     http_port: int
     grpc_port: int

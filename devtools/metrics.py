@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import overload
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,7 +25,12 @@ def _key(name: str, labels: Mapping[str, str]) -> Key:
 class Metrics:
     samples: Mapping[Key, float]  # in exposition order
 
-    def get(self, name: str, default: float | None = None, **labels: str) -> float | None:
+    # `name` and `default` are positional-only, so any label name (even "name" or "default") can be matched.
+    @overload
+    def get(self, name: str, default: float, /, **labels: str) -> float: ...
+    @overload
+    def get(self, name: str, default: None = None, /, **labels: str) -> float | None: ...
+    def get(self, name: str, default: float | None = None, /, **labels: str) -> float | None:
         """The sum of the samples of `name` whose labels include `labels`, as PromQL's `sum(name{labels})`:
         e.g. `get("predictor_requests_total", status="ok")` over every model; `default` where there is none."""
         wanted = set(labels.items())

@@ -17,7 +17,7 @@ import json
 import struct
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 OUTPUTS = ("class_names", "probabilities", "class_indices")
 BINARY_HEADER = "inference-header-content-length"
@@ -53,7 +53,7 @@ def v1_body(*images: bytes, top_k: int | None = None, bare: bool = False) -> dic
 
 
 def v1_predictions(response: dict[str, Any]) -> list[Prediction]:
-    return response["predictions"]
+    return cast(list[Prediction], response["predictions"])
 
 
 # ----------------------------------------------------------------------------- v2 JSON
@@ -164,7 +164,7 @@ def grpc_request_bytes(model: str, *images: bytes) -> bytes:
     request = pb.ModelInferRequest(model_name=model)
     request.inputs.add(name="image", datatype="BYTES", shape=[len(images)])
     request.raw_input_contents.append(b"".join(bytes_element(i) for i in images))
-    return request.SerializeToString()
+    return cast(bytes, request.SerializeToString())
 
 
 def grpc_pixels_request_bytes(model: str, pixels: Any, *, cropped: bool = True) -> bytes:
@@ -178,7 +178,7 @@ def grpc_pixels_request_bytes(model: str, pixels: Any, *, cropped: bool = True) 
     if cropped:
         tensor.parameters["cropped"].bool_param = True
     request.raw_input_contents.append(pixels.tobytes())
-    return request.SerializeToString()
+    return cast(bytes, request.SerializeToString())
 
 
 def top_class_grpc(raw: bytes) -> str:
@@ -191,7 +191,7 @@ def top_class_grpc(raw: bytes) -> str:
         if out.name == "class_names":
             if response.raw_output_contents:
                 return _first_bytes_element(response.raw_output_contents[i]).decode()
-            return out.contents.bytes_contents[0].decode()
+            return cast(bytes, out.contents.bytes_contents[0]).decode()
     raise ValueError("gRPC response has no class_names output")
 
 

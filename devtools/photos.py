@@ -29,7 +29,7 @@ def photo(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
         array = np.stack([array] * 3, axis=-1)
     array = np.ascontiguousarray(array[..., :3])
     if size is not None:
-        array = np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+        array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR))
     return array
 
 

@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,11 +50,11 @@ class TritonGrpcError(Exception):
     message: str
 
 
-def _run(request: dict) -> dict:
+def _run(request: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps(request), capture_output=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"tritonclient child failed:\n{done.stderr.decode()[-3000:]}")
-    out = pickle.loads(done.stdout)
+    out = cast(dict[str, Any], pickle.loads(done.stdout))
     if "error" in out:
         raise TritonGrpcError(*out["error"])
     return out
@@ -64,12 +65,12 @@ def infer(
     model: str,
     inputs: list[tuple[str, str, np.ndarray]],
     outputs: list[tuple[str, int]] | None = None,
-    parameters: dict | None = None,
+    parameters: dict[str, Any] | None = None,
     root_certificates: str | None = None,
 ) -> dict[str, np.ndarray]:
     """inputs: (name, datatype, array); outputs: (name, class_count or 0); `root_certificates`:
     a PEM file to trust, for a server that speaks TLS."""
-    return _run(
+    done = _run(
         {
             "op": "infer",
             "url": url,
@@ -79,12 +80,13 @@ def infer(
             "parameters": parameters,
             "root_certificates": root_certificates,
         }
-    )["outputs"]
+    )
+    return cast(dict[str, np.ndarray], done["outputs"])
 
 
-def metadata(url: str, model: str) -> dict:
-    return _run({"op": "metadata", "url": url, "model": model})["metadata"]
+def metadata(url: str, model: str) -> dict[str, Any]:
+    return cast(dict[str, Any], _run({"op": "metadata", "url": url, "model": model})["metadata"])
 
 
 def health(url: str, model: str) -> tuple[bool, bool, bool]:
-    return _run({"op": "health", "url": url, "model": model})["health"]
+    return cast(tuple[bool, bool, bool], _run({"op": "health", "url": url, "model": model})["health"])

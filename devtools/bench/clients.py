@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -111,7 +112,7 @@ class HttpClient:
         r = await self._client.post(self._url, content=self._body, headers=self._headers)
         r.raise_for_status()
         if self._protocol == "v1":
-            return payloads.v1_predictions(r.json())[0]["class_names"][0]
+            return cast(str, payloads.v1_predictions(r.json())[0]["class_names"][0])
         length = r.headers.get(payloads.BINARY_HEADER)
         return payloads.top_class_v2_binary(r.content, int(length) if length is not None else None)
 

@@ -10,7 +10,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -92,7 +92,7 @@ def profile_model(plain: Any, x: torch.Tensor, iterations: int = 5, top: int = 1
             torch.cuda.synchronize(x.device)
 
     def self_us(e: Any) -> float:
-        return e.self_device_time_total if x.is_cuda else e.self_cpu_time_total
+        return cast(float, e.self_device_time_total if x.is_cuda else e.self_cpu_time_total)
 
     events = sorted(prof.key_averages(), key=self_us, reverse=True)
     total_us = sum(self_us(e) for e in events) or 1.0
@@ -117,7 +117,7 @@ def _plain_model(module: Any, engine: Engine, compile_: bool) -> Any:
 
 def _preprocessed(image: BenchImage, transform: Any) -> torch.Tensor:
     pixels = decode_image(torch.frombuffer(bytearray(image.data), dtype=torch.uint8))
-    return transform(pixels[:3]).unsqueeze(0)
+    return cast(torch.Tensor, transform(pixels[:3])).unsqueeze(0)
 
 
 def _engine_vs_plain(

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import psutil
@@ -40,16 +40,25 @@ class Probes:
     server_cpu_s: Callable[[], float | None]  # the server's CPU seconds so far
 
 
+class CpuSplit(TypedDict):
+    """CPU seconds in a window: the server's (None when it cannot be read), this load generator's,
+    and every other process's (None with the server's)."""
+
+    server: float | None
+    client: float
+    other: float | None
+
+
 @dataclass
 class Window:
     """What one step measured."""
 
     seconds: float
     latencies_ms: list[float]  # of the requests answered ok inside the window
-    errors: Counter  # by key, over the whole step (warm-up and drain included)
+    errors: Counter[str]  # by key, over the whole step (warm-up and drain included)
     before: Metrics | None
     after: Metrics | None
-    cpu_s: dict[str, float | None]  # server, client (this load generator), other (every other process)
+    cpu_s: CpuSplit
 
 
 def latency_summary(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -79,7 +88,7 @@ class _StepState:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (finished_at, latency_s) of oks
-    errors: Counter = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
 
     def latencies_ms(self, start: float, end: float) -> list[float]:
         return [lat * 1000 for finished, lat in self.latencies if start <= finished <= end]
@@ -177,7 +186,7 @@ async def run_step_in_processes(
             f"a client process started {late_s:.2f} s after the measured window opened; raise --warmup_s"
         )
     latencies_ms = [lat for r in results for lat in r["latencies_ms"]]
-    errors: Counter = sum((Counter(r["errors"]) for r in results), Counter())
+    errors: Counter[str] = sum((Counter[str](r["errors"]) for r in results), Counter())
     client_cpu_s = sum(r["cpu_s"] for r in results)
     cpu = _cpu_split((server_before, 0.0, machine_before), (server_after, client_cpu_s, machine_after))
     return Window(plan.duration_s, latencies_ms, errors, before, after, cpu)
@@ -216,13 +225,11 @@ async def _client_process_step(
     }
 
 
-def _cpu_split(
-    before: tuple[float | None, float, float], after: tuple[float | None, float, float]
-) -> dict[str, float | None]:
+def _cpu_split(before: tuple[float | None, float, float], after: tuple[float | None, float, float]) -> CpuSplit:
     server = after[0] - before[0] if after[0] is not None and before[0] is not None else None
     client, machine = after[1] - before[1], after[2] - before[2]
     other = machine - client - server if server is not None else None
-    return {"server": _round(server), "client": _round(client), "other": _round(other)}
+    return {"server": _round(server), "client": round(client, 2), "other": _round(other)}
 
 
 def _round(v: float | None) -> float | None:

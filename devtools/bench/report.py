@@ -131,8 +131,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     summary, engine = report.get("summary") or [], report.get("engine")
     panels = (2 if summary else 0) + (1 if engine else 0)
-    fig, axes = plt.subplots(1, max(panels, 1), figsize=(6 * max(panels, 1), 4.5), squeeze=False)
-    axes = list(axes[0])
+    fig, grid = plt.subplots(1, max(panels, 1), figsize=(6 * max(panels, 1), 4.5), squeeze=False)
+    axes = list(grid[0])
     if summary:
         _plot_network(summary, axes.pop(0), axes.pop(0))
     if engine:

@@ -15,7 +15,7 @@ DEADLINE_SLACK_MS = 1000  # on 2 CPU cores two batches of 8 take up to ~0.5 s
 
 
 def evaluate(
-    phases: dict[str, dict],
+    phases: dict[str, dict[str, Any]],
     memory: dict[str, Any],
     max_growth_pct: float,
     deadline_ms: float | None,
@@ -77,6 +77,6 @@ def evaluate(
         growth is not None and growth < max_growth_pct,
         f"{growth}% (limit {max_growth_pct}%), {memory.get('rss_start_mb')} -> {memory.get('rss_end_mb')} MB",
     )
-    device = memory.get("device_growth_pct")
+    device = memory["device_growth_pct"]  # a percentage, or "n/a" without a GPU
     check("device memory growth over soak < limit", device == "n/a" or device < max_growth_pct, f"{device}")
     return checks

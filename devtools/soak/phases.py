@@ -28,10 +28,10 @@ class Phase:
     concurrency: int
     latencies_ms: list[float] = field(default_factory=list)
     ok_latencies_ms: list[float] = field(default_factory=list)
-    statuses: Counter = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
     missing_retry_after: int = 0
     wrong_answers: int = 0
-    transport_errors: Counter = field(default_factory=Counter)
+    transport_errors: Counter[str] = field(default_factory=Counter)
     wall_s: float = 0.0
     server_max_s: float | None = None  # from the server's own histogram: time inside the predictor
 

@@ -13,6 +13,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
@@ -35,7 +36,7 @@ print(json.dumps(sizes))
 """
 
 
-def run(*cmd: str, env: dict | None = None) -> str:
+def run(*cmd: str, env: dict[str, str] | None = None) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
@@ -43,7 +44,7 @@ def mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
 
 
-def layers(engine: str, image: str) -> list[dict]:
+def layers(engine: str, image: str) -> list[dict[str, Any]]:
     """The steps that made a file-system layer, oldest first, with their uncompressed size. (Steps that only
     set metadata have size 0 and no layer.)"""
     history = json.loads(run(engine, "history", "--no-trunc", "--format", "json", image))
@@ -62,7 +63,7 @@ def compressed_layers(engine: str, image: str) -> list[int]:
 
 def package_sizes(engine: str, image: str) -> dict[str, int]:
     out = run(engine, "run", "--rm", "--entrypoint", "python", image, "-c", PACKAGE_SIZES)
-    return json.loads(out)
+    return cast(dict[str, int], json.loads(out))
 
 
 def describe(step: str) -> str:

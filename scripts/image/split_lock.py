@@ -32,9 +32,11 @@ _ENTRY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.M)
 
 def entries(lock: str) -> dict[str, str]:
     """Normalised name -> the entry's full text (the pin, its hashes and its `# via` lines)."""
-    starts = [m.start() for m in _ENTRY.finditer(lock)]
-    blocks = [lock[a:b] for a, b in zip(starts, [*starts[1:], len(lock)], strict=True)]
-    return {re.sub(r"[-_.]+", "-", _ENTRY.match(b).group(1)).lower(): b for b in blocks}
+    found = list(_ENTRY.finditer(lock))
+    ends = [m.start() for m in found[1:]] + [len(lock)]
+    return {
+        re.sub(r"[-_.]+", "-", m.group(1)).lower(): lock[m.start() : end] for m, end in zip(found, ends, strict=True)
+    }
 
 
 def split(lock: str) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import canary, graph, isvc, manifests, rollout, scaling, smoke
 from .clock import Clock, SystemClock
@@ -143,7 +143,7 @@ class App:
         return manifests.render(self.args.manifests, self._instance(image), self.args.kubectl, pins or manifests.Pins())
 
     def _isvc_name(self) -> str:
-        return manifests.one_of(self._render(), "InferenceService")["metadata"]["name"]
+        return cast(str, manifests.one_of(self._render(), "InferenceService")["metadata"]["name"])
 
     def _ops(self, name: str | None = None) -> Ops:
         a = self.args

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
+import functools
 import json
 import os
 import tempfile
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from .errors import DeployError
 
@@ -32,7 +34,8 @@ class Cluster(Protocol):
     def delete(self, obj: dict[str, Any]) -> bool:
         """True when deleted, False when it was already gone."""
 
-    def events(self, namespace: str, names: list[str], limit: int = 10) -> list[str]:
+    # The `list` method shadows the builtin inside the class, hence `builtins.list` below it.
+    def events(self, namespace: str, names: builtins.list[str], limit: int = 10) -> builtins.list[str]:
         """The latest events about the named objects, oldest first."""
 
 
@@ -195,7 +198,7 @@ class KubeCluster:
 
         def get_if_present() -> dict[str, Any] | None:
             try:
-                return res.get(name=name, namespace=namespace).to_dict()
+                return cast(dict[str, Any], res.get(name=name, namespace=namespace).to_dict())
             except client.ApiException as exc:
                 if exc.status == 404 and kind != "InferenceService":
                     return None
@@ -270,7 +273,8 @@ class KubeCluster:
             "delete", obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], delete_if_present
         )
 
-    def events(self, namespace: str, names: list[str], limit: int = 10) -> list[str]:
+    # The `list` method shadows the builtin inside the class, hence `builtins.list` below it.
+    def events(self, namespace: str, names: builtins.list[str], limit: int = 10) -> builtins.list[str]:
         events_api = self._resource("v1", "Event")
         lines: list[tuple[str, str]] = []
         for name in names:
@@ -280,7 +284,7 @@ class KubeCluster:
                 "Event",
                 namespace,
                 None,
-                lambda name=name: events_api.get(namespace=namespace, field_selector=f"involvedObject.name={name}"),
+                functools.partial(events_api.get, namespace=namespace, field_selector=f"involvedObject.name={name}"),
             )
             for ev in listed.items:
                 when = ev.lastTimestamp or ev.eventTime or ""

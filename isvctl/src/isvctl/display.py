@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .isvc import API_VERSION, Mode
 from .observe import Observation
 from .workload import rollout_status
 
 
-def patch_text(namespace: str, name: str, patch: dict) -> str:
+def patch_text(namespace: str, name: str, patch: dict[str, Any]) -> str:
     body = json.dumps(patch, indent=2, sort_keys=True)
     return f"PATCH {API_VERSION} InferenceService {namespace}/{name} (application/merge-patch+json)\n{body}"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import isvc, workload
 from .clock import Clock
@@ -51,7 +51,7 @@ class Split:
 
     @property
     def stable(self) -> str:
-        return next(s["name"] for s in self.steps if s["name"] != self.canary)
+        return next(cast(str, s["name"]) for s in self.steps if s["name"] != self.canary)
 
     def service(self, step: str) -> str:
         return str(next(s["serviceName"] for s in self.steps if s["name"] == step))

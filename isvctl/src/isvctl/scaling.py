@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import isvc
 from .errors import DeployError
@@ -129,7 +129,7 @@ def _external_metric(state: State) -> dict[str, Any]:
     external = [m for m in metrics if m.get("type") == "External"]
     if len(external) != 1:
         raise DeployError("SCALE_TARGET under KEDA sets the one External metric's threshold; the spec has none")
-    return external[0]
+    return cast(dict[str, Any], external[0])
 
 
 def _check_keda(state: State, req: Request) -> None:
