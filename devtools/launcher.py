@@ -132,14 +132,19 @@ class RunningServer:
 
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM (the server drains), SIGKILL after timeout_s; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout_s)
+
+
+def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """What Kubernetes does to a pod: SIGTERM, SIGKILL once the grace period is over; the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def _post(url: str, body: Any, headers: dict[str, str] | None, timeout_s: float) -> httpx.Response:

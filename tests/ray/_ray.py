@@ -4,7 +4,6 @@ reading a front door's answers the same way for both."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from devtools.launcher import REPO, free_port
+from devtools.launcher import REPO, free_port, terminate
 from predictor.ray.serve_config import localize
 
 SERVE_CONFIG = REPO / "inferenceservices" / "ray" / "serve-config.yaml"
@@ -41,15 +40,8 @@ class ServeApp:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 60) -> int:
-        # What Kubernetes sends: the runner drains the applications, stops Serve and its Ray instance.
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        # The runner drains the applications, then stops Serve and its Ray instance.
+        return terminate(self.process, timeout_s)
 
 
 def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, ready_timeout_s: float = 300) -> ServeApp:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from . import patches, rollout
 from .display import patch_text
 from .errors import DeployError, GateFailed, RolloutFailed
-from .gates import Gate, Subject
+from .gates import Gate, Subject, bake
 from .isvc import State, predictor_service_name
 from .observe import Observation
 from .ops import Ops, Strategy, expected_after, ready_revision, rollback_or_explain, strategy_for
@@ -164,7 +164,13 @@ def run(ops: Ops, plan: CanaryPlan, gate: Gate) -> Observation:
             raise RolloutFailed(f"{exc}\n{rollback_or_explain(ops)}") from None
         if subject is None:
             subject = _subject(obs, strategy, expected, canary.name if canary else "")
-        verdict = _bake(ops, plan, gate, subject)
+        verdict = bake(
+            ops.clock,
+            ops.say,
+            plan.bake_time_s,
+            plan.gate_interval_s,
+            lambda: gate.check(ops.observe(), subject, plan.gate_interval_s),  # noqa: B023 (called within this step)
+        )
         if verdict is not None:
             where = f" at {percent}%" if percent is not None else ""
             raise GateFailed(f"canary gate failed{where}: {verdict}\n{rollback_or_explain(ops)}")
@@ -202,18 +208,3 @@ def _subject(obs: Observation, strategy: Strategy, expected: Expected, canary: s
 
     pods = "|".join(sorted(restarts)) or "none"
     return Subject(f"the new pods of {state.workload_name}", f'pod=~"{pods}"', readiness)
-
-
-def _bake(ops: Ops, plan: CanaryPlan, gate: Gate, subject: Subject) -> str | None:
-    """Gate every interval until the bake is over; the first failing window's summary, else None."""
-    remaining_s = plan.bake_time_s
-    while remaining_s > 0:
-        step_s = min(plan.gate_interval_s, remaining_s)
-        ops.clock.sleep(step_s)
-        remaining_s -= step_s
-        verdict = gate.check(ops.observe(), subject, plan.gate_interval_s)
-        if not verdict.passed:
-            ops.say(f"  gate FAILED with {remaining_s:.0f} s of the bake left: {verdict.summary}")
-            return verdict.summary
-        ops.say(f"  baking, {remaining_s:.0f} s left: {verdict.summary}")
-    return None

@@ -68,6 +68,23 @@ def _message(body: str) -> str:
         return body or ""
 
 
+def _api_error(
+    exc: Any, *, verb: str, kind: str, api_version: str, namespace: str | None, name: str | None
+) -> DeployError:
+    """A `kubernetes.client.ApiException` as the one sentence `describe_api_error` makes of it."""
+    message = describe_api_error(
+        exc.status,
+        exc.reason or "",
+        exc.body or "",
+        verb=verb,
+        kind=kind,
+        api_version=api_version,
+        namespace=namespace,
+        name=name,
+    )
+    return DeployError(message)
+
+
 def describe_api_error(
     status: int,
     reason: str,
@@ -139,17 +156,8 @@ class KubeCluster:
         except urllib3.exceptions.HTTPError as exc:
             raise DeployError(f"cannot reach the Kubernetes API server at {self._host}: {_reason(exc)}") from None
         except client.ApiException as exc:
-            raise DeployError(
-                describe_api_error(
-                    exc.status,
-                    exc.reason or "",
-                    exc.body or "",
-                    verb="discover",
-                    kind="APIGroup",
-                    api_version="v1",
-                    namespace=None,
-                    name=None,
-                )
+            raise _api_error(
+                exc, verb="discover", kind="APIGroup", api_version="v1", namespace=None, name=None
             ) from None
 
     def _resource(self, api_version: str, kind: str, *, optional: bool = False) -> Any:
@@ -173,17 +181,8 @@ class KubeCluster:
         try:
             return fn()
         except client.ApiException as exc:
-            raise DeployError(
-                describe_api_error(
-                    exc.status,
-                    exc.reason or "",
-                    exc.body or "",
-                    verb=verb,
-                    kind=kind,
-                    api_version=api_version,
-                    namespace=namespace,
-                    name=name,
-                )
+            raise _api_error(
+                exc, verb=verb, kind=kind, api_version=api_version, namespace=namespace, name=name
             ) from None
         except urllib3.exceptions.HTTPError as exc:
             raise DeployError(f"cannot reach the Kubernetes API server at {self._host}: {_reason(exc)}") from None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .clock import Clock
 from .errors import DeployError
 from .observe import Observation
 from .progress import Phase, Progress
@@ -136,3 +137,20 @@ class PrometheusGate:
         except DeployError as exc:
             return Verdict(False, f"cannot read the canary's metrics: {exc}")
         return judge(error_ratio, p99_s, self._limits)
+
+
+def bake(
+    clock: Clock, say: Callable[[str], None], bake_time_s: float, interval_s: float, check: Callable[[], Verdict]
+) -> str | None:
+    """Gate every interval until the bake is over; the first failing window's summary, else None."""
+    remaining_s = bake_time_s
+    while remaining_s > 0:
+        step_s = min(interval_s, remaining_s)
+        clock.sleep(step_s)
+        remaining_s -= step_s
+        verdict = check()
+        if not verdict.passed:
+            say(f"  gate FAILED with {remaining_s:.0f} s of the bake left: {verdict.summary}")
+            return verdict.summary
+        say(f"  baking, {remaining_s:.0f} s left: {verdict.summary}")
+    return None

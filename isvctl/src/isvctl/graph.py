@@ -25,7 +25,7 @@ from . import isvc, workload
 from .clock import Clock
 from .cluster import Cluster
 from .errors import DeployError, GateFailed, RolloutFailed
-from .gates import MetricsSource, Thresholds, Verdict, error_ratio_query, judge, p99_latency_query
+from .gates import MetricsSource, Thresholds, Verdict, bake, error_ratio_query, judge, p99_latency_query
 from .progress import Phase, Progress, done, wait
 
 API_VERSION = "serving.kserve.io/v1alpha1"
@@ -275,25 +275,17 @@ def run(ops: GraphOps, split: Split, plan: GraphCanaryPlan, gate: MemberGate) ->
             ops.set_weights(split, weights)
         except RolloutFailed as exc:
             raise RolloutFailed(f"{exc}\n{_rollback_or_explain(ops, split)}") from None
-        verdict = _bake(ops, plan, gate, split)
+        verdict = bake(
+            ops.clock,
+            ops.say,
+            plan.bake_time_s,
+            plan.gate_interval_s,
+            lambda: gate.check(ops.cluster, split, plan.gate_interval_s),
+        )
         if verdict is not None:
             raise GateFailed(f"graph canary gate failed at {percent}%: {verdict}\n{_rollback_or_explain(ops, split)}")
     say(f"{split.graph}: {_describe(weights)}")
     return weights
-
-
-def _bake(ops: GraphOps, plan: GraphCanaryPlan, gate: MemberGate, split: Split) -> str | None:
-    remaining_s = plan.bake_time_s
-    while remaining_s > 0:
-        step_s = min(plan.gate_interval_s, remaining_s)
-        ops.clock.sleep(step_s)
-        remaining_s -= step_s
-        verdict = gate.check(ops.cluster, split, plan.gate_interval_s)
-        if not verdict.passed:
-            ops.say(f"  gate FAILED with {remaining_s:.0f} s of the bake left: {verdict.summary}")
-            return verdict.summary
-        ops.say(f"  baking, {remaining_s:.0f} s left: {verdict.summary}")
-    return None
 
 
 def _rollback_or_explain(ops: GraphOps, split: Split) -> str:
