@@ -16,7 +16,6 @@ from .batching import BatchingConfig
 from .engine import EngineConfig
 from .model import ImageClassifier, ImageModel
 from .ray.config import RayConfig
-from .workers import follow_supervisor
 
 MODULE = "predictor"
 
@@ -50,11 +49,7 @@ def _prepare(args: argparse.Namespace) -> role.ModelFactory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    follow_supervisor()
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    role.configure_logging(args)
-    return role.run(args, argv, module=MODULE, prepare=_prepare)
+    return role.main(argv, build_parser(), module=MODULE, prepare=_prepare)
 
 
 if __name__ == "__main__":

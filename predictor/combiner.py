@@ -228,10 +228,7 @@ def _prepare(args: argparse.Namespace) -> role.ModelFactory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    role.configure_logging(args)
-    return role.run(args, argv, module="predictor.combiner", prepare=_prepare)
+    return role.main(argv, build_parser(), module="predictor.combiner", prepare=_prepare)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from .artifact import ArtifactError, fetch, read_spec
 from .limits import RequestLimits
 from .server import GrpcMessageLimits, PredictorServer, ServerConfig
 from .tls import TLSConfig
-from .workers import Supervisor, worker_command
+from .workers import Supervisor, follow_supervisor, worker_command
 
 logger = logging.getLogger("predictor")
 
@@ -99,6 +100,15 @@ ModelFactory = Callable[..., kserve.Model]
 # Reads the role's own flags (raising ValueError on a bad one) and returns its model factory; called
 # before any supervisor starts, so a bad flag stops the pod at once.
 Prepare = Callable[[argparse.Namespace], ModelFactory]
+
+
+def main(argv: list[str] | None, parser: argparse.ArgumentParser, *, module: str, prepare: Prepare) -> int:
+    """A role's `python -m`: parse, configure logging, then `run`."""
+    follow_supervisor()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    return run(args, argv, module=module, prepare=prepare)
 
 
 def run(args: argparse.Namespace, argv: list[str], *, module: str, prepare: Prepare) -> int:

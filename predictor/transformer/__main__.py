@@ -13,7 +13,6 @@ import sys
 
 from .. import role
 from ..batching import BatchingConfig
-from ..workers import follow_supervisor
 from . import metrics
 from .config import TransformerConfig, check_workers
 from .model import ImageTransformer
@@ -32,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Calls in flight: enough to keep every predictor pod behind the round_robin busy (the predictor's
     # own default, 2, would leave all but two pods idle); each call still coalesces what has queued.
     parser.set_defaults(predictor_protocol="grpc-v2", max_concurrent_batches=8)
+    # None tells a --protocol the caller gave from KServe's default.
+    parser.set_defaults(protocol=None)
     TransformerConfig.add_flags(parser, "predictor hop")
     BatchingConfig.add_flags(parser, "coalescing into predictor calls")
     return parser
@@ -41,6 +42,9 @@ def _prepare(args: argparse.Namespace) -> role.ModelFactory:
     batching = BatchingConfig.from_args(args)
     config = TransformerConfig.from_args(args)
     check_workers(args.workers)
+    if args.protocol is not None:
+        # KServe's samples still pass it; KServe 0.21 parses it and then reads only --predictor_protocol.
+        logger.warning("--protocol is ignored: the predictor is reached as --predictor_protocol says (grpc-v2)")
 
     # A transformer pod's predictor_* series would read as zeros: only its own are served.
     metrics.unregister_predictor_metrics()
@@ -48,14 +52,7 @@ def _prepare(args: argparse.Namespace) -> role.ModelFactory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    follow_supervisor()
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    role.configure_logging(args)
-    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):
-        # KServe's samples still pass it; KServe 0.21 parses it and then reads only --predictor_protocol.
-        logger.warning("--protocol is ignored: the predictor is reached as --predictor_protocol says (grpc-v2)")
-    return role.run(args, argv, module=MODULE, prepare=_prepare)
+    return role.main(argv, build_parser(), module=MODULE, prepare=_prepare)
 
 
 if __name__ == "__main__":
