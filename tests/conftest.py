@@ -11,6 +11,16 @@ from devtools import launcher
 from devtools.artifacts import export_default_model
 from predictor.artifact import load_artifact, read_spec
 
+# What `make test` and `make image-test` export or pass down to the tests; a test of what make does
+# for a user runs make without them, as a user's shell would.
+MAKE_SET_VARIABLES = ("IMAGE", "RAY_IMAGE", "CONTAINER_ENGINE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+
+
+def user_env() -> dict[str, str]:
+    """The environment without what an enclosing make put there."""
+    return {k: v for k, v in os.environ.items() if k not in MAKE_SET_VARIABLES}
+
+
 DEFAULT_MODEL_DIR_ENV = "PREDICTOR_TEST_MODEL_DIR"
 
 

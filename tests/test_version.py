@@ -10,6 +10,8 @@ import yaml
 
 import predictor
 
+from .conftest import user_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,7 +22,7 @@ def _make_print(*names: str) -> list[str]:
         ["make", "-s", "--no-print-directory", "-f", "-", "print"],
         input=f"include Makefile\nprint:\n\t@echo {echo}\n",
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "CONTAINER_ENGINE": "podman"},
+        env=user_env(),
         capture_output=True,
         text=True,
         check=True,

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from ..conftest import user_env
 from .conftest import REPO_ROOT
 
 MK = "".join((REPO_ROOT / "mk" / name).read_text() for name in ("deploy.mk", "image.mk"))
@@ -42,7 +43,9 @@ VARIABLES = [
 
 
 def make_n(*args: str) -> str:
-    done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True, env=user_env()
+    )
     return done.stdout.replace("\\\n", " ")
 
 

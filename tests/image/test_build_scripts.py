@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import user_env
 from ._lock import LOCK, RAY_LOCK, locked_entries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "image"))
@@ -92,13 +93,12 @@ def test_pip_settings_come_from_config_files_and_pip_variables_the_variables_win
 )
 def test_the_ray_image_is_named_after_the_predictor_image(image, ray_image):
     # Without what `make image-test` exports or passes down, which would name the images instead.
-    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE", "RAY_IMAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     planned = subprocess.run(
         ["make", "--no-print-directory", "-n", "push-ray", f"IMAGE={image}"],
         cwd=LOCK.parent,
         capture_output=True,
         text=True,
         check=True,
-        env=env,
+        env=user_env(),
     ).stdout
     assert planned.split()[-1] == ray_image
