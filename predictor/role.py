@@ -18,8 +18,9 @@ from kserve import logging as kserve_logging
 from kserve import model_server
 
 from .artifact import ArtifactError, fetch, read_spec
+from .grpc_server import GrpcMessageLimits
 from .limits import RequestLimits
-from .server import GrpcMessageLimits, PredictorServer, ServerConfig
+from .server import PredictorServer, ServerConfig
 from .tls import TLSConfig
 from .workers import Supervisor, follow_supervisor, worker_command
 
