@@ -38,6 +38,8 @@ class ImageModel(kserve.Model):
 
     # Where outcomes are counted; a role whose pod is scraped beside a predictor's counts under names of its own.
     request_metrics: metrics.RequestMetrics = metrics.PREDICTOR_REQUEST_METRICS
+    # Which series Triton's statistics extension reads for this model.
+    statistics_series: triton.StatisticsSeries = triton.PREDICTOR_SERIES
 
     def __init__(self, name: str, *, limits: RequestLimits, request_timeout_ms: float | None) -> None:
         super().__init__(name)

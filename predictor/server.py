@@ -274,12 +274,13 @@ class _RESTServer(RESTServer):
         return JSONResponse(describe())
 
     async def _statistics(self, model_name: str) -> JSONResponse:
-        self.dataplane.get_model_from_registry(model_name)
-        return JSONResponse(triton.model_statistics([model_name], metrics.scrape_registry()))
+        model = self.dataplane.get_model_from_registry(model_name)  # ModelNotFound: KServe's 404
+        return JSONResponse(triton.model_statistics([_with_series(model_name, model)], metrics.scrape_registry()))
 
     async def _all_statistics(self) -> JSONResponse:
-        names = sorted(self.dataplane.model_registry.get_models())
-        return JSONResponse(triton.model_statistics(names, metrics.scrape_registry()))
+        models = sorted(self.dataplane.model_registry.get_models().items())
+        named = [_with_series(name, model) for name, model in models]
+        return JSONResponse(triton.model_statistics(named, metrics.scrape_registry()))
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
@@ -310,6 +311,11 @@ class ServerConfig(FlagConfig):
     # KServe's own flags (its parser declares them; None: not given, see GrpcMessageLimits).
     grpc_max_receive_message_length: int | None = None
     grpc_max_send_message_length: int | None = None
+
+
+def _with_series(name: str, model: Any) -> tuple[str, triton.StatisticsSeries]:
+    # A model that keeps no series of its own (the combiner) reads as the predictor's: all zeros.
+    return name, getattr(model, "statistics_series", triton.PREDICTOR_SERIES)
 
 
 class PredictorServer(ModelServer):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -68,25 +69,43 @@ def _tensor(spec: Mapping[str, Any]) -> dict[str, Any]:
     return tensor
 
 
-def model_statistics(names: Iterable[str], registry: CollectorRegistry) -> dict[str, Any]:
-    """Triton's statistics response for the models named, from the predictor's metrics.
+@dataclass(frozen=True)
+class StatisticsSeries:
+    """Where a role's Triton statistics come from: its metric prefix, and the (histogram, labels)
+    pairs summed into each compute stage. A stage's count is that of its last pair."""
+
+    prefix: str
+    compute_input: tuple[tuple[str, Mapping[str, str]], ...]
+    compute_infer: tuple[tuple[str, Mapping[str, str]], ...]
+    compute_output: tuple[tuple[str, Mapping[str, str]], ...]
+
+
+# The predictor: stages per device batch (`compute_input` is decode plus preprocess).
+PREDICTOR_SERIES = StatisticsSeries(
+    "predictor",
+    compute_input=(("stage_seconds", {"stage": "decode"}), ("stage_seconds", {"stage": "preprocess"})),
+    compute_infer=(("stage_seconds", {"stage": "inference"}),),
+    compute_output=(("stage_seconds", {"stage": "postprocess"}),),
+)
+
+
+def model_statistics(models: Iterable[tuple[str, StatisticsSeries]], registry: CollectorRegistry) -> dict[str, Any]:
+    """Triton's statistics response for the models named, each from its role's metrics.
 
     Durations are what the metrics measure: `success` and `fail` per request end to end,
-    `queue` per image, and the compute stages per device batch (`compute_input` is decode plus
-    preprocess). `inference_count` counts images, `execution_count` device batches."""
+    `queue` per image, and the compute stages as the role's series say. `inference_count`
+    counts images, `execution_count` batches (device batches, or a transformer's predictor calls)."""
     samples = _samples(registry)
-    return {"model_stats": [_one_model(name, samples.get(name, {})) for name in names]}
+    return {"model_stats": [_one_model(name, series, samples.get(name, {})) for name, series in models]}
 
 
 _Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _samples(registry: CollectorRegistry) -> dict[str, _Samples]:
-    """predictor_* samples by model name, then by (sample name, other labels)."""
+    """Samples labelled with a model, by model name, then by (sample name, other labels)."""
     by_model: dict[str, _Samples] = {}
     for family in registry.collect():
-        if not family.name.startswith("predictor_"):
-            continue
         for sample in family.samples:
             labels = dict(sample.labels)
             model = labels.pop(MODEL_LABEL, None)
@@ -107,32 +126,35 @@ def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": round(count), "ns": round(seconds * _NS_PER_S)}
 
 
-def _one_model(name: str, samples: _Samples) -> dict[str, Any]:
-    requests = _sum(samples, "predictor_request_seconds_count")
-    ok = _sum(samples, "predictor_request_seconds_count", status=OUTCOME_OK)
-    ok_s = _sum(samples, "predictor_request_seconds_sum", status=OUTCOME_OK)
-    all_s = _sum(samples, "predictor_request_seconds_sum")
+def _one_model(name: str, series: StatisticsSeries, samples: _Samples) -> dict[str, Any]:
+    def total(metric: str, **labels: str) -> float:
+        return _sum(samples, f"{series.prefix}_{metric}", **labels)
 
-    def stage(*stages: str) -> dict[str, int]:
-        # Every batch passes every stage: the last stage's count is the batches that finished it.
-        count = _sum(samples, "predictor_stage_seconds_count", stage=stages[-1])
-        seconds = sum(_sum(samples, "predictor_stage_seconds_sum", stage=s) for s in stages)
-        return _duration(count, seconds)
+    requests = total("request_seconds_count")
+    ok = total("request_seconds_count", status=OUTCOME_OK)
+    ok_s = total("request_seconds_sum", status=OUTCOME_OK)
+    all_s = total("request_seconds_sum")
+
+    def stage(parts: tuple[tuple[str, Mapping[str, str]], ...]) -> dict[str, int]:
+        # Every batch passes every part: the last part's count is the batches that finished the stage.
+        if not parts:  # a stage the role does not have
+            return _duration(0, 0)
+        last, last_labels = parts[-1]
+        seconds = sum(total(f"{metric}_sum", **labels) for metric, labels in parts)
+        return _duration(total(f"{last}_count", **last_labels), seconds)
 
     return {
         "name": name,
-        "last_inference": round(_sum(samples, "predictor_last_request_timestamp_seconds") * 1000),
-        "inference_count": round(_sum(samples, "predictor_batch_size_sum")),
-        "execution_count": round(_sum(samples, "predictor_batch_size_count")),
+        "last_inference": round(total("last_request_timestamp_seconds") * 1000),
+        "inference_count": round(total("batch_size_sum")),
+        "execution_count": round(total("batch_size_count")),
         "inference_stats": {
             "success": _duration(ok, ok_s),
             "fail": _duration(requests - ok, all_s - ok_s),
-            "queue": _duration(
-                _sum(samples, "predictor_queue_wait_seconds_count"), _sum(samples, "predictor_queue_wait_seconds_sum")
-            ),
-            "compute_input": stage("decode", "preprocess"),
-            "compute_infer": stage("inference"),
-            "compute_output": stage("postprocess"),
+            "queue": _duration(total("queue_wait_seconds_count"), total("queue_wait_seconds_sum")),
+            "compute_input": stage(series.compute_input),
+            "compute_infer": stage(series.compute_infer),
+            "compute_output": stage(series.compute_output),
             # No response cache: Triton reports these as zeros when it has none.
             "cache_hit": _duration(0, 0),
             "cache_miss": _duration(0, 0),

@@ -148,6 +148,32 @@ def test_the_transformer_serves_tritons_model_configuration_of_its_queue(transfo
     assert [i["name"] for i in config["input"]] == ["image", "pixels", "tensor"]
 
 
+def test_the_transformers_statistics_count_its_own_requests_calls_and_stages(transformer):
+    def stats() -> dict:
+        r = httpx.get(f"{transformer.base_url}/v2/models/{transformer.model_name}/stats", timeout=10)
+        assert r.status_code == 200, r.text
+        (model,) = r.json()["model_stats"]
+        return model
+
+    before = stats()
+    r = httpx.post(transformer.v1_url, json=v1_body(jpeg("chelsea"), jpeg("coffee")), timeout=60)
+    assert r.status_code == 200, r.text
+    after = stats()
+
+    def delta(*path: str) -> int:
+        old, new = before, after
+        for key in path:
+            old, new = old[key], new[key]
+        return int(new - old)
+
+    assert delta("inference_stats", "success", "count") == 1
+    assert delta("inference_count") == 2, "both images went to the predictor"
+    assert delta("execution_count") >= 1, "in one or more predictor calls"
+    assert delta("inference_stats", "compute_input", "ns") > 0, "decode and crop are the input stage"
+    assert delta("inference_stats", "compute_infer", "count") == delta("execution_count")
+    assert after["inference_stats"]["compute_output"] == {"count": 0, "ns": 0}
+
+
 # ----------------------------------------------------------------------------- coalescing
 
 

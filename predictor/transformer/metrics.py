@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from .. import metrics as predictor_metrics
 from ..batching import QueueMetrics
 from ..metrics import BATCH_BUCKETS, STATUSES, ModelMetric, RequestMetrics, counter, gauge, histogram
+from ..triton import StatisticsSeries
 
 REQUESTS = RequestMetrics(
     requests=counter("transformer_requests_total", "Inference requests by outcome", "status", STATUSES),
@@ -47,6 +48,16 @@ QUEUE = QueueMetrics(
     inflight_batches=gauge("transformer_inflight_calls", "Predictor calls between send and answer"),
     rejected=counter("transformer_rejected_total", "Requests rejected at once because the queue was full"),
     expired=counter("transformer_expired_total", "Images dropped before their call because the deadline passed"),
+)
+
+
+# Triton's statistics of a transformer: preparing the crops is its input stage, the predictor calls
+# its inference; it has no output stage of its own.
+STATISTICS = StatisticsSeries(
+    "transformer",
+    compute_input=(("prepare_seconds", {}),),
+    compute_infer=(("predictor_call_seconds", {}),),
+    compute_output=(),
 )
 
 

@@ -51,6 +51,7 @@ class ImageTransformer(BatchedImageModel[HopJob]):
     carries over the hop, and the predictor scales and normalises it as it does its own crops."""
 
     request_metrics = metrics.REQUESTS
+    statistics_series = metrics.STATISTICS
 
     def __init__(
         self,
