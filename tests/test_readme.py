@@ -192,15 +192,14 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def _run_shell(example: Example, served: Served, workdir: Path) -> list[str]:
-    done = subprocess.run(
-        ["bash", "-c", served.point(example.code)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        env=_environment(),
+def _run(argv: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=workdir, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, env=_environment()
     )
+
+
+def _run_shell(example: Example, served: Served, workdir: Path) -> list[str]:
+    done = _run(["bash", "-c", served.point(example.code)], workdir)
     if done.returncode != 0:
         return [f"exited {done.returncode}: {done.stderr.strip()[-500:] or done.stdout.strip()[-500:]}"]
     if not example.answers:
@@ -214,14 +213,7 @@ def _run_shell(example: Example, served: Served, workdir: Path) -> list[str]:
 
 
 def _run_python(example: Example, served: Served, workdir: Path) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", served.point(example.code)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        env=_environment(),
-    )
+    done = _run([sys.executable, "-c", served.point(example.code)], workdir)
     if done.returncode != 0:
         return [f"exited {done.returncode}: {done.stderr.strip()[-800:]}"]
     printed = done.stdout.splitlines()

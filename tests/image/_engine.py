@@ -6,9 +6,11 @@ ServingRuntime manifest in inferenceservices/, so the container here is the one 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +86,23 @@ class PodSpec:
         if self.no_new_privileges:
             flags += ["--security-opt", "no-new-privileges"]
         return flags
+
+
+# Run inside the container as its user: its uid and gid, and which of the directories it can write to.
+_WRITABLE_PROBE = """import json, os, pathlib, sys
+def writable(d):
+    try:
+        (pathlib.Path(d) / 'probe').write_text('x'); return True
+    except OSError: return False
+print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'writable': sorted(d for d in sys.argv[1:] if writable(d))}))
+"""
+
+
+def who_writes(exec_: Callable[..., subprocess.CompletedProcess], dirs: list[str]) -> dict:
+    """`{"uid", "gid", "writable"}` as the container's process sees them (`writable` sorted)."""
+    probe = exec_("python", "-c", _WRITABLE_PROBE, *dirs)
+    assert probe.returncode == 0, probe.stderr
+    return json.loads(probe.stdout)
 
 
 def engine_size(quantity: str) -> str:

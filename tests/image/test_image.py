@@ -26,7 +26,7 @@ from devtools.launcher import free_port
 from devtools.payloads import b64
 from devtools.photos import CAT_CLASSES, jpeg
 
-from ._engine import MODEL_MOUNT, Container, Engine, PodSpec
+from ._engine import MODEL_MOUNT, Container, Engine, PodSpec, who_writes
 from ._lock import locked_versions
 
 # Kubernetes' default terminationGracePeriodSeconds: SIGTERM, then SIGKILL this much later.
@@ -76,20 +76,10 @@ def _in_image(engine: Engine, image: str, pod: PodSpec, code: str, timeout_s: fl
 
 def test_runs_as_10001_and_can_write_only_to_the_pods_empty_dirs(served, pod):
     assert pod.user == "10001:10001" and pod.read_only_root
-    probe = served.exec(
-        "python",
-        "-c",
-        "import json, os, pathlib\n"
-        "def writable(d):\n"
-        "    try:\n"
-        "        (pathlib.Path(d) / 'probe').write_text('x'); return True\n"
-        "    except OSError: return False\n"
-        "dirs = ['/', '/opt/venv', '/home/predictor', '/mnt/models', '/var/tmp', '/run', "
-        f"*{sorted(pod.writable_paths)!r}]\n"
-        "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'writable': [d for d in dirs if writable(d)]}))",
+    facts = who_writes(
+        served.exec,
+        ["/", "/opt/venv", "/home/predictor", "/mnt/models", "/var/tmp", "/run", *sorted(pod.writable_paths)],
     )
-    assert probe.returncode == 0, probe.stderr
-    facts = json.loads(probe.stdout)
     assert (facts["uid"], facts["gid"]) == (10001, 10001)
     assert facts["writable"] == sorted(pod.writable_paths)
 

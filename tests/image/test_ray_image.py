@@ -22,7 +22,7 @@ from devtools.photos import CAT_CLASSES, jpeg
 from predictor.ray.config import CLASSIFIER_DEPLOYMENT
 from predictor.ray.serve_config import APP_IMPORT_PATH
 
-from ._engine import MODEL_MOUNT, Engine, PodSpec
+from ._engine import MODEL_MOUNT, Engine, PodSpec, who_writes
 from ._kuberay import AGENT_PORT, NODE_HEALTH_PATH, RayCluster, serve_config
 from ._lock import RAY_LOCK, locked_versions
 
@@ -93,21 +93,8 @@ def test_it_holds_exactly_the_packages_of_the_ray_lock_and_wget_but_no_installer
 def test_the_worker_runs_as_10001_and_can_write_only_to_its_empty_dirs(cluster):
     pod = PodSpec.from_pod(cluster.worker.group.pod, cluster.worker.group.container)
     assert pod.user == "10001:10001" and pod.read_only_root
-    probe = cluster.worker.exec(
-        "python",
-        "-c",
-        "import json, os, pathlib\n"
-        "def writable(d):\n"
-        "    try:\n"
-        "        (pathlib.Path(d) / 'probe').write_text('x'); return True\n"
-        "    except OSError: return False\n"
-        f"dirs = ['/', '/opt/venv', '/home/predictor', '{MODEL_MOUNT}', '/var/tmp', '/run', '/dev/shm', "
-        f"*{sorted(pod.writable_paths)!r}]\n"
-        "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(),"
-        " 'writable': sorted(d for d in dirs if writable(d))}))",
-    )
-    assert probe.returncode == 0, probe.stderr
-    facts = json.loads(probe.stdout)
+    dirs = ["/", "/opt/venv", "/home/predictor", MODEL_MOUNT, "/var/tmp", "/run", "/dev/shm"]
+    facts = who_writes(cluster.worker.exec, [*dirs, *sorted(pod.writable_paths)])
     assert (facts["uid"], facts["gid"]) == (10001, 10001)
     # /dev/shm: the object store's emptyDir that KubeRay adds to every Ray pod.
     assert facts["writable"] == sorted([*pod.writable_paths, "/dev/shm"])
