@@ -23,7 +23,7 @@ from ..flags import FlagConfig
 from ..limits import RequestLimits
 from .config import check_num_gpus, replica_options
 from .ingress import IngressDeployment
-from .replica import ImageClassifierDeployment
+from .replica import ClassifierArgs, ImageClassifierDeployment
 
 # The ingress decodes and encodes: light work next to the replicas' model, so it asks for little.
 INGRESS_NUM_CPUS = 0.5
@@ -79,12 +79,7 @@ def build_app(args: dict[str, Any]) -> Application:
     classifier = ImageClassifierDeployment.options(
         **replica_options(batching, num_gpus=app_args.num_gpus, num_cpus=app_args.num_cpus)
     ).bind(
-        app_args.model_name,
-        model_dir=app_args.model_dir,
-        storage_uri=app_args.storage_uri,
-        engine_config=engine_config,
-        batching=batching,
-        limits=limits,
+        ClassifierArgs(app_args.model_name, app_args.model_dir, app_args.storage_uri, engine_config, batching, limits)
     )
     ingress = IngressDeployment.options(
         ray_actor_options={"num_cpus": INGRESS_NUM_CPUS},

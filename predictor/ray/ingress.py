@@ -9,6 +9,7 @@ reach the replicas through the same `RemoteClassifier` as `python -m predictor -
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -100,32 +101,6 @@ class Ingress:
     async def __del__(self) -> None:
         await self.model.stop_serving()
 
-    # ------------------------------------------------------------------ gRPC, one method per RPC
-
-    async def ServerLive(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ServerLive", request, grpc_context, pb.ServerLiveResponse)
-
-    async def ServerReady(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ServerReady", request, grpc_context, pb.ServerReadyResponse)
-
-    async def ModelReady(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ModelReady", request, grpc_context, pb.ModelReadyResponse)
-
-    async def ServerMetadata(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ServerMetadata", request, grpc_context, pb.ServerMetadataResponse)
-
-    async def ModelMetadata(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ModelMetadata", request, grpc_context, pb.ModelMetadataResponse)
-
-    async def ModelInfer(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("ModelInfer", request, grpc_context, pb.ModelInferResponse)
-
-    async def RepositoryModelLoad(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("RepositoryModelLoad", request, grpc_context, pb.RepositoryModelLoadResponse)
-
-    async def RepositoryModelUnload(self, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc("RepositoryModelUnload", request, grpc_context, pb.RepositoryModelUnloadResponse)
-
     async def _grpc(self, rpc: str, request: Any, grpc_context: Any, empty: type) -> Any:
         """KServe's servicer method `rpc`; an error becomes its status code and message on the
         context (Serve's proxy sends those), never Serve's INTERNAL with a stack trace."""
@@ -136,6 +111,22 @@ class Ingress:
             grpc_context.set_code(code)
             grpc_context.set_details(details)
             return empty()
+
+
+def _forward(rpc: str) -> Callable[[Ingress, Any, Any], Awaitable[Any]]:
+    empty = getattr(pb, f"{rpc}Response")
+
+    async def method(self: Ingress, request: Any, grpc_context: Any) -> Any:
+        return await self._grpc(rpc, request, grpc_context, empty)
+
+    method.__name__ = method.__qualname__ = rpc
+    return method
+
+
+# Serve's gRPC proxy calls the ingress method named after the RPC: one for each RPC of the
+# service KServe's servicer implements, taken from its proto so that none can be left out.
+for _rpc in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+    setattr(Ingress, _rpc.name, _forward(_rpc.name))
 
 
 def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -21,7 +21,7 @@ from ..engine import EngineConfig
 from ..limits import RequestLimits
 from .config import RayConfig, replica_options
 from .remote import RemoteClassifier
-from .replica import ImageClassifierDeployment
+from .replica import ClassifierArgs, ImageClassifierDeployment
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,8 @@ def start_replicas(
         max_constructor_retry_count=_CONSTRUCTOR_RETRIES,
         **replica_options(batching, num_gpus=ray_config.ray_num_gpus, num_cpus=ray_config.ray_num_cpus),
     )
-    app = deployment.bind(
-        model_name,
-        model_dir=model_dir,
-        storage_uri=storage_uri,
-        engine_config=engine_config,
-        batching=batching,
-        limits=limits,
-    )
+    args = ClassifierArgs(model_name, model_dir, storage_uri, engine_config, batching, limits)
+    app = deployment.bind(args)
     logger.info("starting %d Ray Serve replicas of %s", ray_config.ray_replicas, model_name)
     try:
         handle = serve.run(app, name=name, route_prefix=None)

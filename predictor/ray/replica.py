@@ -1,6 +1,6 @@
 """The classifier replica: one `ImageClassifier` (artifact, engine, dynamic batcher) per Ray actor.
 
-Callers decode requests themselves and send only the images (`codec.Job`, plain picklable
+Callers decode requests themselves and send only the images (`jobs.Job`, plain picklable
 values); the replica batches them with every other caller's and returns the predictions.
 """
 
@@ -32,28 +32,33 @@ class ReplicaStats:
     batches_over_one: int  # batches of two or more images: proof that batching happens
 
 
+@dataclass(frozen=True)
+class ClassifierArgs:
+    """What each replica builds its `ImageClassifier` from: plain picklable values Serve ships."""
+
+    model_name: str
+    model_dir: str
+    storage_uri: str | None
+    engine_config: EngineConfig
+    batching: BatchingConfig
+    limits: RequestLimits
+
+    def downloads(self) -> bool:
+        return bool(self.storage_uri and "://" in self.storage_uri and not self.storage_uri.startswith("file://"))
+
+
 class ImageClassifierReplica:
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        model_dir: str,
-        storage_uri: str | None,
-        engine_config: EngineConfig,
-        batching: BatchingConfig,
-        limits: RequestLimits,
-    ) -> None:
+    def __init__(self, args: ClassifierArgs) -> None:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        if storage_uri and "://" in storage_uri and not storage_uri.startswith("file://"):
-            # Replicas on one node download on their own; a directory each keeps them from racing.
-            model_dir = os.path.join(model_dir, self.replica_id)
+        # Replicas on one node download on their own; a directory each keeps them from racing.
+        model_dir = os.path.join(args.model_dir, self.replica_id) if args.downloads() else args.model_dir
         self.model = ImageClassifier(
-            model_name,
+            args.model_name,
             model_dir=model_dir,
-            storage_uri=storage_uri,
-            engine_config=engine_config,
-            batching=batching,
-            limits=limits,
+            storage_uri=args.storage_uri,
+            engine_config=args.engine_config,
+            batching=args.batching,
+            limits=args.limits,
         )
         # Raises on a bad artifact: Serve then retries the constructor and finally marks the
         # deployment unhealthy, so a broken model never takes traffic.

@@ -7,44 +7,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import yaml
 
-from devtools.launcher import REPO, free_port, terminate
+from devtools.launcher import REPO, RunningServer, free_port
 from predictor.ray.serve_config import localize
 
 SERVE_CONFIG = REPO / "inferenceservices" / "ray" / "serve-config.yaml"
 
 
-@dataclass
-class ServeApp:
-    process: subprocess.Popen
-    model_name: str
-    http_port: int
-    grpc_port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 60) -> int:
-        # The runner drains the applications, then stops Serve and its Ray instance.
-        return terminate(self.process, timeout_s)
-
-
-def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, ready_timeout_s: float = 300) -> ServeApp:
+def start_serve_app(
+    model_dir: Path, model_name: str, *, max_batch_size: int, ready_timeout_s: float = 300
+) -> RunningServer:
     """The RayService's own Serve config, localized and run as `make serve-ray` runs it (`predictor.ray.run`)."""
     http_port, grpc_port = free_port(), free_port()
     config = localize(
@@ -64,19 +39,9 @@ def start_serve_app(model_dir: Path, model_name: str, *, max_batch_size: int, re
             stderr=subprocess.STDOUT,
             env=env,
         )
-    app = ServeApp(process, model_name, http_port, grpc_port, log)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"predictor.ray.run exited with {process.returncode}:\n{app.log()[-4000:]}")
-        try:
-            if httpx.get(f"{app.base_url}/v2/models/{model_name}/ready", timeout=2).status_code == 200:
-                return app
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    app.stop()
-    raise RuntimeError(f"Serve application not ready after {ready_timeout_s} s:\n{app.log()[-4000:]}")
+    app = RunningServer(process, model_name, http_port, grpc_port, log)
+    app.wait_ready(ready_timeout_s)
+    return app
 
 
 _STATS_CHILD = r"""

@@ -59,7 +59,8 @@ def front_door(request, default_model_dir):
     else:
         running = start_serve_app(default_model_dir, MODEL, max_batch_size=8)
         yield request.param, running, APP_NAME
-    running.stop()
+    # Either way the replicas drain first, then Serve and its Ray instance stop.
+    running.stop(timeout_s=60)
 
 
 def _v1(base_url: str, images: list[bytes], timeout: float = 60) -> httpx.Response:
