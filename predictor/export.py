@@ -282,17 +282,9 @@ def _argument_type(annotation: Any) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        spec = export(
-            args.output,
-            arch=args.arch,
-            fmt=args.fmt,
-            weights=args.weights,
-            num_classes=args.num_classes,
-            labels=args.labels,
-            top_k=args.top_k,
-            seed=args.seed,
-            **{name: getattr(args, name) for name in Preprocessing.model_fields},
-        )
+        # Every flag's dest is one of export()'s keyword arguments, the preprocessing fields included.
+        options = dict(vars(args))
+        spec = export(options.pop("output"), **options)
     except (ArtifactError, ValueError, OSError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Required, TypedDict, TypeVar, Unpack
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -121,12 +121,27 @@ class ImageModel(kserve.Model):
         return codec.output_types()
 
 
+class ModelArgs(TypedDict, total=False):
+    """What every batched role's model takes besides its own config: `role.ModelFactory`'s keywords."""
+
+    model_dir: Required[str]
+    storage_uri: str | None
+    batching: BatchingConfig
+    limits: RequestLimits
+
+
 class BatchedImageModel(ImageModel, Generic[JobT]):
     """A role whose images wait in this process's dynamic batcher (built by the subclass's `load`):
     the artifact it reads, a shutdown that answers everything accepted, Triton's view of the queue."""
 
     def __init__(
-        self, name: str, *, model_dir: str, storage_uri: str | None, batching: BatchingConfig, limits: RequestLimits
+        self,
+        name: str,
+        *,
+        model_dir: str,
+        storage_uri: str | None = None,
+        batching: BatchingConfig = BatchingConfig(),
+        limits: RequestLimits = RequestLimits(),
     ) -> None:
         super().__init__(name, limits=limits, request_timeout_ms=batching.request_timeout_ms)
         self.model_dir = model_dir
@@ -163,17 +178,8 @@ class BatchedImageModel(ImageModel, Generic[JobT]):
 class ImageClassifier(BatchedImageModel[Job]):
     """The model in this process: artifact, engine and dynamic batcher."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        model_dir: str,
-        storage_uri: str | None = None,
-        engine_config: EngineConfig = EngineConfig(),
-        batching: BatchingConfig = BatchingConfig(),
-        limits: RequestLimits = RequestLimits(),
-    ) -> None:
-        super().__init__(name, model_dir=model_dir, storage_uri=storage_uri, batching=batching, limits=limits)
+    def __init__(self, name: str, *, engine_config: EngineConfig = EngineConfig(), **args: Unpack[ModelArgs]) -> None:
+        super().__init__(name, **args)
         self.engine_config = engine_config
         self.artifact: Artifact | None = None
         # Not `self.engine`: KServe's base class uses that name for LLM engines it starts itself.

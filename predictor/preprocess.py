@@ -28,6 +28,13 @@ _Finite = Annotated[float, Field(allow_inf_nan=False)]
 _FinitePositive = Annotated[float, Field(allow_inf_nan=False, gt=0)]
 
 
+def key_error(key: str, expected: str, got: Any) -> PydanticCustomError:
+    """A rule across keys, broken: worded like the rules pydantic checks itself (key, rule, value)."""
+    return PydanticCustomError(
+        key, "key '{key}': expected {expected}, got {got}", {"key": key, "expected": expected, "got": got}
+    )
+
+
 class Preprocessing(BaseModel):
     """Resize the shorter side to `resize_size`, centre-crop `crop_size`, normalise 0..1 RGB.
 
@@ -50,11 +57,7 @@ class Preprocessing(BaseModel):
     @model_validator(mode="after")
     def _crop_fits_in_resize(self) -> Preprocessing:
         if self.crop_size > self.resize_size:
-            raise PydanticCustomError(
-                "crop_too_large",
-                "key 'crop_size': expected <= resize_size ({resize_size}), got {crop_size}",
-                {"resize_size": self.resize_size, "crop_size": self.crop_size},
-            )
+            raise key_error("crop_size", f"<= resize_size ({self.resize_size})", self.crop_size)
         return self
 
     def preprocessing(self) -> Preprocessing:

@@ -65,6 +65,17 @@ def configure_logging(args: argparse.Namespace) -> None:
         kserve_logging.trace_logger.setLevel(logging.WARNING)
 
 
+# KServe's own server flags that PredictorServer takes, as ModelServer does, under their flag names.
+_KSERVE_SERVER_FLAGS = (
+    "http_port",
+    "grpc_port",
+    "max_threads",
+    "enable_grpc",
+    "enable_docs_url",
+    "enable_latency_logging",
+)
+
+
 @dataclass(frozen=True)
 class Serving:
     """The configs every role's server takes, read once from the flags and checked together."""
@@ -83,17 +94,8 @@ class Serving:
         return cls(server, limits, tls)
 
     def build_server(self, args: argparse.Namespace) -> PredictorServer:
-        return PredictorServer(
-            config=self.server,
-            limits=self.limits,
-            tls=self.tls,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            max_threads=args.max_threads,
-            enable_grpc=args.enable_grpc,
-            enable_docs_url=args.enable_docs_url,
-            enable_latency_logging=args.enable_latency_logging,
-        )
+        kserve_flags = {name: getattr(args, name) for name in _KSERVE_SERVER_FLAGS}
+        return PredictorServer(config=self.server, limits=self.limits, tls=self.tls, **kserve_flags)
 
 
 # Builds the role's model: called as `factory(model_name, model_dir=..., storage_uri=..., limits=...)`.

@@ -26,7 +26,7 @@ from devtools.launcher import RunningServer
 from devtools.payloads import grpc_predict, v1_body, v2_body
 from devtools.photos import CAT_CLASSES, jpeg
 from predictor.__main__ import build_parser
-from predictor.server import bind_reuse_port
+from predictor.sockets import bind_reuse_port
 from predictor.workers import RestartPolicy, Supervisor, worker_command, worker_env
 
 WORKERS = 2

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .. import architectures
-from ..preprocess import Preprocessing
+from ..preprocess import Preprocessing, key_error
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
@@ -125,11 +125,7 @@ class ModelSpec(Preprocessing):
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         if self.top_k > self.num_classes:
-            raise PydanticCustomError(
-                "top_k",
-                "key 'top_k': expected 1..num_classes (1..{num_classes}), got {top_k}",
-                {"num_classes": self.num_classes, "top_k": self.top_k},
-            )
+            raise key_error("top_k", f"1..num_classes (1..{self.num_classes})", self.top_k)
         if self.format not in WEIGHTS_ONLY_FORMATS:
             return self
         if self.architecture is None:

@@ -7,8 +7,6 @@ with a message that names the input and says what was expected and what came.
 
 from ..jobs import EncodedImage, Image, Job, PixelImage, Prediction, PreprocessedImage
 from .request import (
-    INPUT_DATATYPES,
-    INPUT_ENCODED,
     INPUT_PIXELS,
     INPUT_TENSOR,
     OUTPUT_DATATYPES,
@@ -18,7 +16,6 @@ from .request import (
     PIXELS_CROPPED,
     DecodedRequest,
     ModelShape,
-    OutputRequest,
     input_types,
     max_top_k,
     output_types,
@@ -27,8 +24,6 @@ from .v1 import decode_v1, encode_v1
 from .v2 import decode_v2, encode_v2
 
 __all__ = [
-    "INPUT_DATATYPES",
-    "INPUT_ENCODED",
     "INPUT_PIXELS",
     "INPUT_TENSOR",
     "OUTPUT_DATATYPES",
@@ -41,7 +36,6 @@ __all__ = [
     "Image",
     "Job",
     "ModelShape",
-    "OutputRequest",
     "PixelImage",
     "Prediction",
     "PreprocessedImage",

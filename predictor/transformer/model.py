@@ -17,6 +17,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 import torch
@@ -24,11 +25,10 @@ from kserve.errors import InvalidInput
 
 from .. import codec
 from ..artifact import fetch, read_labels, read_spec
-from ..batching import BatchingConfig, DynamicBatcher
+from ..batching import DynamicBatcher
 from ..imaging import decode_cpu
 from ..jobs import EncodedImage, Image, Job, PixelImage, Prediction, PreprocessedImage
-from ..limits import RequestLimits
-from ..model import BatchedImageModel, ModelInfo
+from ..model import BatchedImageModel, ModelArgs, ModelInfo
 from ..preprocess import EvalTransform
 from . import metrics
 from .config import TransformerConfig
@@ -53,17 +53,8 @@ class ImageTransformer(BatchedImageModel[HopJob]):
     request_metrics = metrics.REQUESTS
     statistics_series = metrics.STATISTICS
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        model_dir: str,
-        storage_uri: str | None = None,
-        config: TransformerConfig,
-        batching: BatchingConfig = BatchingConfig(),
-        limits: RequestLimits = RequestLimits(),
-    ) -> None:
-        super().__init__(name, model_dir=model_dir, storage_uri=storage_uri, batching=batching, limits=limits)
+    def __init__(self, name: str, *, config: TransformerConfig, **args: Unpack[ModelArgs]) -> None:
+        super().__init__(name, **args)
         self.config = config
         self.client: PredictorClient | None = None
         self._transform: EvalTransform | None = None
