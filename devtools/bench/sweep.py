@@ -329,28 +329,38 @@ def _median(values: list[float | None]) -> float | None:
     return round(statistics.median(present), 2) if present else None
 
 
+def _paired(
+    summary: list[dict[str, Any]], config: str, against: str
+) -> Iterator[tuple[str, int, dict[str, Any], dict[str, Any]]]:
+    """(protocol, concurrency, `config`'s row, `against`'s row) for every step both configs ran."""
+    by_key = {(r["config"], r["protocol"], r["concurrency"]): r for r in summary}
+    for (name, protocol, concurrency), row in by_key.items():
+        other = by_key.get((against, protocol, concurrency))
+        if name == config and other is not None:
+            yield protocol, concurrency, row, other
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
 def hop_cost(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Through the transformer against direct, per protocol and concurrency: what the hop adds."""
-    by_key = {(r["config"], r["protocol"], r["concurrency"]): r for r in summary}
     costs = []
-    for (config, protocol, concurrency), direct in by_key.items():
-        hop = by_key.get((HOP, protocol, concurrency))
-        if config != DIRECT or hop is None:
-            continue
+    for protocol, concurrency, hop, direct in _paired(summary, HOP, DIRECT):
         added = {
             q: round(hop["latency_ms"][q] - direct["latency_ms"][q], 2)
             if hop["latency_ms"][q] is not None and direct["latency_ms"][q] is not None
             else None
             for q in ("p50", "p99")
         }
-        ratio = hop["images_per_s"] / direct["images_per_s"] if direct["images_per_s"] else None
         costs.append(
             {
                 "protocol": protocol,
                 "concurrency": concurrency,
                 "direct_images_per_s": direct["images_per_s"],
                 "hop_images_per_s": hop["images_per_s"],
-                "throughput_ratio": round(ratio, 3) if ratio is not None else None,
+                "throughput_ratio": _ratio(hop["images_per_s"], direct["images_per_s"]),
                 "direct_latency_ms": direct["latency_ms"],
                 "hop_latency_ms": hop["latency_ms"],
                 "added_ms": added,
@@ -363,20 +373,13 @@ def hop_cost(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def batching_gain(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Batched against baseline images/s, per protocol and concurrency."""
-    by_key = {(r["config"], r["protocol"], r["concurrency"]): r for r in summary}
-    gains = []
-    for (config, protocol, concurrency), batched in by_key.items():
-        baseline = by_key.get((BASELINE, protocol, concurrency))
-        if config != BATCHED or baseline is None:
-            continue
-        ratio = batched["images_per_s"] / baseline["images_per_s"] if baseline["images_per_s"] else None
-        gains.append(
-            {
-                "protocol": protocol,
-                "concurrency": concurrency,
-                "batched_images_per_s": batched["images_per_s"],
-                "baseline_images_per_s": baseline["images_per_s"],
-                "ratio": round(ratio, 3) if ratio is not None else None,
-            }
-        )
-    return gains
+    return [
+        {
+            "protocol": protocol,
+            "concurrency": concurrency,
+            "batched_images_per_s": batched["images_per_s"],
+            "baseline_images_per_s": baseline["images_per_s"],
+            "ratio": _ratio(batched["images_per_s"], baseline["images_per_s"]),
+        }
+        for protocol, concurrency, batched, baseline in _paired(summary, BATCHED, BASELINE)
+    ]

@@ -40,9 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soak.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--model_dir", default="models/efficientnet-lite0", help="Artifact for the server this script starts"
-    )
     p.add_argument("--server_url", default=None, help="Use this running server instead of starting one")
     p.add_argument("--server_pid", type=int, default=None, help="With --server_url: its pid, for RSS")
     p.add_argument("--model_name", default="classifier")
@@ -52,25 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak_s", type=float, default=120)
     p.add_argument("--low_concurrency", type=int, default=1, help="Workers in baseline and recovery")
     p.add_argument("--soak_concurrency", type=int, default=2)
-    p.add_argument(
-        "--overload_factor", type=float, default=5.0, help="Overload workers = factor x images the server holds"
-    )
-    p.add_argument("--max_batch_size", type=int, default=8, help="Server flag (when started here)")
-    p.add_argument("--max_concurrent_batches", type=int, default=2, help="Server flag (when started here)")
-    p.add_argument(
-        "--max_queue_size", type=int, default=16, help="Server flag (when started here): small, so 503s happen"
-    )
-    p.add_argument(
-        "--server_request_timeout_ms",
-        type=float,
-        default=1000,
-        help="Server flag (when started here): queued longer than this is a 504",
-    )
-    p.add_argument(
-        "--request_timeout_s", type=float, default=30, help="Client timeout per request (a hang fails the run)"
-    )
+    p.add_argument("--overload_factor", type=float, default=5.0, help="Workers = factor x images the server holds")
+    p.add_argument("--request_timeout_s", type=float, default=30, help="Per request (a hang fails the run)")
     p.add_argument("--max_memory_growth_pct", type=float, default=5.0)
     p.add_argument("--report", default="soak-report.json")
+    server = p.add_argument_group("the server this script starts (not with --server_url)")
+    server.add_argument("--model_dir", default="models/efficientnet-lite0", help="Its model artifact")
+    server.add_argument("--max_batch_size", type=int, default=8)
+    server.add_argument("--max_concurrent_batches", type=int, default=2)
+    server.add_argument("--max_queue_size", type=int, default=16, help="Small, so that 503s happen")
+    server.add_argument("--server_request_timeout_ms", type=float, default=1000, help="Queued longer is a 504")
     return p
 
 

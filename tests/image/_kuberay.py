@@ -94,7 +94,6 @@ class RayGroup:
 
     head: bool
     pod: dict
-    container: dict
     ray_start_params: dict[str, str]
 
     @classmethod
@@ -106,7 +105,11 @@ class RayGroup:
             spec = next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == group)
         pod = spec["template"]["spec"]
         params = {k: str(v) for k, v in (spec.get("rayStartParams") or {}).items()}
-        return cls(group == "head", pod, pod["containers"][0], params)
+        return cls(group == "head", pod, params)
+
+    @property
+    def container(self) -> dict:
+        return self.pod["containers"][0]
 
     @property
     def limits(self) -> dict[str, str]:

@@ -150,6 +150,13 @@ class App:
         cls = DryRunOps if a.dry_run else Ops
         return cls(self.cluster, a.namespace, name or self._isvc_name(), self.clock, self.say, a.timeout_s, a.poll_s)
 
+    def _ops_headed(self, command: str) -> Ops:
+        """The operations for `command`; a dry run first says what follows is only what it would send."""
+        ops = self._ops()
+        if self.args.dry_run:
+            self.say(dry_run_header(command))
+        return ops
+
     # -- commands ---------------------------------------------------------------------------
 
     def render(self) -> None:
@@ -241,17 +248,13 @@ class App:
         return PrometheusGate(api, Thresholds(a.max_error_ratio, a.max_p99_latency_s))
 
     def promote(self) -> None:
-        ops = self._ops()
-        if self.args.dry_run:
-            self.say(dry_run_header("promote"))
+        ops = self._ops_headed("promote")
         obs = ops.promote(ops.observe())
         if not self.args.dry_run:
             self.say(status_text(obs))
 
     def rollback(self) -> None:
-        ops = self._ops()
-        if self.args.dry_run:
-            self.say(dry_run_header("rollback"))
+        ops = self._ops_headed("rollback")
         outcome = ops.rollback(ops.observe())
         if not self.args.dry_run:
             self.say(outcome)

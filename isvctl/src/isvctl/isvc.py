@@ -74,12 +74,30 @@ class Canary:
     image: str | None
     annotations: dict[str, str]
 
+    @classmethod
+    def parse(cls, entry: dict[str, Any]) -> Canary:
+        predictor = entry.get("predictor") or {}
+        model = predictor.get("model") or {}
+        return cls(
+            name=predictor.get("name", ""),
+            percent=int(entry.get("trafficPercent", 0)),
+            storage_uri=model.get("storageUri"),
+            image=model.get("image"),
+            annotations=dict(predictor.get("annotations") or {}),
+        )
+
 
 @dataclass(frozen=True)
 class CanaryStatus:
+    """One entry of status.canaryStatuses: what KServe reports of a canary."""
+
     name: str
     ready: bool
     percent: int
+
+    @classmethod
+    def parse(cls, entry: dict[str, Any]) -> CanaryStatus:
+        return cls(entry.get("name", ""), bool(entry.get("ready")), int(entry.get("trafficPercent", 0)))
 
 
 @dataclass(frozen=True)
@@ -186,16 +204,7 @@ def parse(doc: dict[str, Any]) -> State:
         Traffic(t.get("revisionName", ""), int(t.get("percent", 0)), t.get("tag"), bool(t.get("latestRevision")))
         for t in predictor.get("traffic") or []
     )
-    canaries = tuple(
-        Canary(
-            name=(c.get("predictor") or {}).get("name", ""),
-            percent=int(c.get("trafficPercent", 0)),
-            storage_uri=((c.get("predictor") or {}).get("model") or {}).get("storageUri"),
-            image=((c.get("predictor") or {}).get("model") or {}).get("image"),
-            annotations=dict((c.get("predictor") or {}).get("annotations") or {}),
-        )
-        for c in (doc.get("spec") or {}).get("canary") or []
-    )
+    canaries = tuple(Canary.parse(c) for c in (doc.get("spec") or {}).get("canary") or [])
     model_status = status.get("modelStatus") or {}
     failure_info = model_status.get("lastFailureInfo") or {}
     return State(
@@ -228,8 +237,5 @@ def parse(doc: dict[str, Any]) -> State:
         model_failure=(
             f"{failure_info.get('reason', '')}: {failure_info.get('message', '')}".strip(": ") if failure_info else None
         ),
-        canary_statuses=tuple(
-            CanaryStatus(c.get("name", ""), bool(c.get("ready")), int(c.get("trafficPercent", 0)))
-            for c in status.get("canaryStatuses") or []
-        ),
+        canary_statuses=tuple(CanaryStatus.parse(c) for c in status.get("canaryStatuses") or []),
     )

@@ -87,8 +87,7 @@ def knative_traffic(revision: str, percent: int) -> Target:
     def target(obs: Observation) -> Progress:
         if failure := obs.isvc.failure():
             return failed(failure)
-        got = obs.isvc.percent_of(revision)
-        if got != percent:
+        if (got := obs.isvc.percent_of(revision)) != percent:
             return wait(f"revision {revision} at {got}% (want {percent}%)")
         return done(f"revision {revision} at {percent}%")
 
