@@ -123,6 +123,37 @@ def test_grpcurl_with_the_ca_certificate(tls_server, certificate):
     assert "inference.GRPCInferenceService" in listed.stdout.split()
 
 
+@pytest.mark.slow
+def test_a_transformer_reaches_a_tls_predictor_through_grpcs_root_certificates(
+    default_model_dir, tls_server, certificate
+):
+    """--predictor_use_ssl trusts what gRPC trusts: the system roots, or the PEM file named by
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (a cluster's private CA). An untrusted predictor is a 503, not a 500."""
+    cert, _ = certificate
+    body = v1_body(jpeg("chelsea"), bare=True)
+    trusting = launcher.start_transformer(
+        default_model_dir,
+        tls_server,
+        "--predictor_use_ssl",
+        "true",
+        env={"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(cert)},
+    )
+    try:
+        r = trusting.post_v1(body)
+        assert r.status_code == 200, r.text
+        assert CAT_CLASSES & _top3(r.json()["predictions"][0])
+    finally:
+        trusting.stop()
+    untrusting = launcher.start_transformer(default_model_dir, tls_server, "--predictor_use_ssl", "true")
+    try:
+        r = untrusting.post_v1(body)
+        assert r.status_code == 503, r.text
+        assert "CERTIFICATE_VERIFY_FAILED" in r.json()["error"]
+        assert untrusting.process.poll() is None
+    finally:
+        untrusting.stop()
+
+
 def test_kserve_variables_serve_https_on_the_port_kserve_picks(small_artifact, certificate):
     """KSERVE_TLS_CERT_FILE / KSERVE_TLS_KEY_FILE, and --http_port left at KServe's 8080: HTTPS on 8443."""
     with socket.socket() as probe:
