@@ -52,7 +52,7 @@ artifact (``.tar.gz``, ``.tgz``, ``.tar`` or ``.zip``).  If the result is a sing
 subdirectory holding ``model.json``, that is the artifact.
 """
 
-from .fetch import ALLOWED_STORAGE_SCHEMES, ARCHIVE_SUFFIXES, fetch
+from .fetch import ALLOWED_STORAGE_SCHEMES, ARCHIVE_SUFFIXES, fetch, is_remote
 from .load import Artifact, build_with_weights, file_sha256, load_artifact, read_labels, read_state_dict
 from .spec import (
     DEFAULT_FILES,
@@ -83,6 +83,7 @@ __all__ = [
     "build_with_weights",
     "fetch",
     "file_sha256",
+    "is_remote",
     "load_artifact",
     "read_labels",
     "read_spec",

@@ -31,7 +31,7 @@ def fetch(storage_uri: str | None, model_dir: str | os.PathLike[str]) -> Path:
     if not storage_uri:
         return Path(model_dir)
     scheme = urlparse(storage_uri).scheme.lower()
-    if scheme in ("", "file"):
+    if not is_remote(storage_uri):
         # Same rule as KServe: strip a file:// prefix, the rest is a path.
         local = Path(storage_uri.removeprefix("file://"))
         if local.is_dir():
@@ -49,6 +49,11 @@ def fetch(storage_uri: str | None, model_dir: str | os.PathLike[str]) -> Path:
     elif scheme in ("http", "https"):
         _check_http_uri(storage_uri)
     return _download(storage_uri, Path(model_dir))
+
+
+def is_remote(storage_uri: str | None) -> bool:
+    """Whether `storage_uri` names storage elsewhere (s3://, gs://, http(s)://), not a local path or file://."""
+    return bool(storage_uri) and urlparse(storage_uri).scheme.lower() not in ("", "file")
 
 
 def _check_http_uri(storage_uri: str) -> None:

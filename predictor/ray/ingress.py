@@ -113,20 +113,18 @@ class Ingress:
             return empty()
 
 
-def _forward(rpc: str) -> Callable[[Ingress, Any, Any], Awaitable[Any]]:
-    empty = getattr(pb, f"{rpc}Response")
-
+def _forward(name: str, empty: type) -> Callable[[Ingress, Any, Any], Awaitable[Any]]:
     async def method(self: Ingress, request: Any, grpc_context: Any) -> Any:
-        return await self._grpc(rpc, request, grpc_context, empty)
+        return await self._grpc(name, request, grpc_context, empty)
 
-    method.__name__ = method.__qualname__ = rpc
+    method.__name__ = method.__qualname__ = name
     return method
 
 
 # Serve's gRPC proxy calls the ingress method named after the RPC: one for each RPC of the
 # service KServe's servicer implements, taken from its proto so that none can be left out.
 for _rpc in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-    setattr(Ingress, _rpc.name, _forward(_rpc.name))
+    setattr(Ingress, _rpc.name, _forward(_rpc.name, getattr(pb, _rpc.output_type.name)))
 
 
 def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:

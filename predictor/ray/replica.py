@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ray import serve
 
 from .. import metrics
+from ..artifact import is_remote
 from ..batching import BatchingConfig
 from ..engine import EngineConfig
 from ..jobs import Job, Prediction
@@ -43,15 +44,12 @@ class ClassifierArgs:
     batching: BatchingConfig
     limits: RequestLimits
 
-    def downloads(self) -> bool:
-        return bool(self.storage_uri and "://" in self.storage_uri and not self.storage_uri.startswith("file://"))
-
 
 class ImageClassifierReplica:
     def __init__(self, args: ClassifierArgs) -> None:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         # Replicas on one node download on their own; a directory each keeps them from racing.
-        model_dir = os.path.join(args.model_dir, self.replica_id) if args.downloads() else args.model_dir
+        model_dir = os.path.join(args.model_dir, self.replica_id) if is_remote(args.storage_uri) else args.model_dir
         self.model = ImageClassifier(
             args.model_name,
             model_dir=model_dir,
